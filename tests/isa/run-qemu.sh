@@ -5,6 +5,10 @@
 #   tests/isa/run-qemu.sh [OUTDIR] [NAME...]
 #
 # Every program must exit 0, except selftest_fail which must exit 7.
+# By default the programs are built with ISA_QUIRKS=qemu (tolerating the
+# documented QEMU 7.2 spec deviations, see README.md); run with STRICT=1 to
+# build the spec-only variant that ftvm is judged by and see where QEMU
+# differs.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,7 +22,11 @@ if ! command -v "$QEMU" >/dev/null 2>&1; then
     exit 1
 fi
 
-"$HERE/build.sh" "$OUT" || exit 1
+if [[ "${STRICT:-0}" == 1 ]]; then
+    "$HERE/build.sh" "$OUT" || exit 1
+else
+    ISA_QUIRKS=qemu "$HERE/build.sh" "$OUT" || exit 1
+fi
 
 if [[ $# -gt 0 ]]; then
     names=("$@")
