@@ -1,0 +1,51 @@
+//! `ftvm`: the command line. Parses arguments, turns errors into one clear
+//! line and an exit status, and hands each subcommand to its module.
+
+mod console;
+mod guest;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ftvm",
+    version,
+    about = "Fault-tolerant virtual machines: a deterministic RV64GC machine emulator",
+    long_about = "ftvm runs a RISC-V (RV64GC) guest on a deterministic machine emulator whose \
+                  instruction count is exact, the foundation for record/replay and \
+                  primary/backup fault tolerance."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Boot a guest. With no options, boots the image built by guest/build.sh.
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FTVM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("ftvm: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,939 @@
+//! The hart: architectural state and the interpreter loop.
+//!
+//! `Hart::run` executes instructions until the step counter reaches a limit,
+//! the hart waits for an interrupt, or an instruction touched a device (so
+//! that the board can resample interrupt lines). Every step — an instruction
+//! that retires or one that raises an exception — adds one to `icount`, the
+//! clock of record. Interrupts are taken only between steps, and only at
+//! points that follow deterministically from the step count: whenever the
+//! interrupt-enable or pending state can change, the inner loop ends and the
+//! outer loop re-examines it, so a pending and enabled interrupt is always
+//! taken at the first boundary where it is so, however the caller slices the
+//! run into calls.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bus::{Bus, Ram};
+use crate::csr::*;
+use crate::fpu::{self, FpRegs};
+use crate::mmu::{self, Regime, Tlb, CTX_UNCACHED, TLB_ENTRIES};
+use crate::rvc;
+use crate::trap::{Access, Exception, Trap};
+
+/// Privilege level. The numeric values are the architectural encodings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum Privilege {
+    User = 0,
+    Supervisor = 1,
+    Machine = 3,
+}
+
+impl Privilege {
+    fn from_bits(b: u64) -> Privilege {
+        match b & 3 {
+            0 => Privilege::User,
+            1 => Privilege::Supervisor,
+            _ => Privilege::Machine,
+        }
+    }
+}
+
+/// Why [`Hart::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// `icount` reached the limit.
+    Limit,
+    /// The hart executed WFI and no enabled interrupt is pending.
+    Wfi,
+    /// An instruction accessed a device: the board must resample interrupt lines.
+    Device,
+}
+
+/// One RV64GC hart.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Hart {
+    pub x: [u64; 32],
+    pub pc: u64,
+    pub fp: FpRegs,
+    pub prv: Privilege,
+    pub csr: Csrs,
+    /// Steps taken: instructions retired plus exceptions raised.
+    pub icount: u64,
+    /// Address reserved by the last LR, if any.
+    pub reservation: Option<u64>,
+    /// Waiting in WFI.
+    pub wfi: bool,
+    #[serde(skip, default = "Tlb::new")]
+    tlb: Tlb,
+    #[serde(skip)]
+    fetch_ctx: usize,
+    #[serde(skip)]
+    data_ctx: usize,
+    /// The inner loop must end after this step.
+    #[serde(skip)]
+    sync: bool,
+    /// This step touched a device.
+    #[serde(skip)]
+    device: bool,
+}
+
+impl std::fmt::Debug for Hart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hart")
+            .field("pc", &format_args!("{:#x}", self.pc))
+            .field("prv", &self.prv)
+            .field("icount", &self.icount)
+            .field("x", &self.x)
+            .finish()
+    }
+}
+
+#[inline(always)]
+fn imm_i(insn: u32) -> u64 {
+    ((insn as i32) >> 20) as i64 as u64
+}
+#[inline(always)]
+fn imm_s(insn: u32) -> u64 {
+    ((((insn as i32) >> 25) << 5) as i64 as u64) | ((insn >> 7) & 0x1f) as u64
+}
+#[inline(always)]
+fn imm_b(insn: u32) -> u64 {
+    let v = (((insn as i32) >> 31) << 12) as u32
+        | ((insn & 0x80) << 4)
+        | ((insn >> 20) & 0x7e0)
+        | ((insn >> 7) & 0x1e);
+    v as i32 as i64 as u64
+}
+#[inline(always)]
+fn imm_j(insn: u32) -> u64 {
+    let v = (((insn as i32) >> 31) << 20) as u32
+        | (insn & 0xff000)
+        | ((insn >> 9) & 0x800)
+        | ((insn >> 20) & 0x7fe);
+    v as i32 as i64 as u64
+}
+#[inline(always)]
+fn sext32(v: u64) -> u64 {
+    v as i32 as i64 as u64
+}
+
+/// Interrupts in decreasing priority (privileged spec 3.1.9).
+const IRQ_PRIORITY: [u64; 6] = [11, 3, 7, 9, 1, 5];
+
+impl Hart {
+    /// A hart in M-mode about to execute at `pc`, with a0 = hart id 0 and a1 = `a1`.
+    pub fn new(pc: u64, a1: u64) -> Hart {
+        let mut h = Hart {
+            x: [0; 32],
+            pc,
+            fp: FpRegs::default(),
+            prv: Privilege::Machine,
+            csr: Csrs::default(),
+            icount: 0,
+            reservation: None,
+            wfi: false,
+            tlb: Tlb::new(),
+            fetch_ctx: 2,
+            data_ctx: 2,
+            sync: false,
+            device: false,
+        };
+        h.x[11] = a1;
+        h.update_ctx();
+        h
+    }
+
+    /// Restores derived state after deserialisation.
+    pub fn after_restore(&mut self) {
+        self.tlb = Tlb::new();
+        self.update_ctx();
+    }
+
+    /// Sets the interrupt lines driven by the board: CLINT software and timer
+    /// interrupts, and the PLIC's M-mode and S-mode external interrupts.
+    pub fn set_irq_lines(&mut self, msip: bool, mtip: bool, meip: bool, seip: bool) {
+        let m = &mut self.csr.mip;
+        *m &= !(IP_MSIP | IP_MTIP | IP_MEIP);
+        if msip {
+            *m |= IP_MSIP;
+        }
+        if mtip {
+            *m |= IP_MTIP;
+        }
+        if meip {
+            *m |= IP_MEIP;
+        }
+        self.csr.seip_line = seip;
+    }
+
+    /// Invalidates cached translations of store accesses (see [`Tlb`]).
+    pub fn flush_store_tlb(&mut self) {
+        self.tlb.flush_stores();
+    }
+
+    fn update_ctx(&mut self) {
+        let ctx = |p: Privilege| match p {
+            Privilege::User => 0,
+            Privilege::Supervisor => 1,
+            Privilege::Machine => 2,
+        };
+        self.fetch_ctx = ctx(self.prv);
+        self.data_ctx = if self.prv == Privilege::Machine && self.csr.mstatus & MSTATUS_MPRV != 0 {
+            CTX_UNCACHED
+        } else {
+            ctx(self.prv)
+        };
+    }
+
+    /// Runs until `icount` reaches `limit`, the hart idles in WFI, or a
+    /// device was accessed.
+    pub fn run<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, limit: u64) -> Exit {
+        loop {
+            self.check_interrupts();
+            if self.wfi {
+                return Exit::Wfi;
+            }
+            while self.icount < limit {
+                self.step(ram, bus);
+                if self.sync {
+                    break;
+                }
+            }
+            if self.sync {
+                self.sync = false;
+                if self.device {
+                    self.device = false;
+                    self.check_interrupts();
+                    return Exit::Device;
+                }
+                continue;
+            }
+            return Exit::Limit;
+        }
+    }
+
+    /// Takes the highest-priority pending and enabled interrupt, if any, and
+    /// wakes the hart from WFI when any enabled interrupt is pending.
+    fn check_interrupts(&mut self) {
+        let pending = self.csr.mip_read() & self.csr.mie;
+        if pending == 0 {
+            return;
+        }
+        self.wfi = false;
+        let mstatus = self.csr.mstatus;
+        let m_enabled = self.prv < Privilege::Machine || mstatus & MSTATUS_MIE != 0;
+        let s_enabled = self.prv < Privilege::Supervisor
+            || (self.prv == Privilege::Supervisor && mstatus & MSTATUS_SIE != 0);
+        let m_pending = pending & !self.csr.mideleg;
+        let s_pending = pending & self.csr.mideleg;
+        let take = if m_enabled && m_pending != 0 {
+            m_pending
+        } else if s_enabled && s_pending != 0 {
+            s_pending
+        } else {
+            return;
+        };
+        for code in IRQ_PRIORITY {
+            if take & (1 << code) != 0 {
+                self.enter_trap(code, 0, true);
+                return;
+            }
+        }
+    }
+
+    fn enter_trap(&mut self, code: u64, tval: u64, interrupt: bool) {
+        self.reservation = None;
+        let deleg = if interrupt { self.csr.mideleg } else { self.csr.medeleg };
+        let cause = code | if interrupt { 1 << 63 } else { 0 };
+        let c = &mut self.csr;
+        if self.prv != Privilege::Machine && (deleg >> code) & 1 != 0 {
+            c.scause = cause;
+            c.sepc = self.pc;
+            c.stval = tval;
+            let mut s = c.mstatus & !(MSTATUS_SPP | MSTATUS_SPIE | MSTATUS_SIE);
+            if self.prv == Privilege::Supervisor {
+                s |= MSTATUS_SPP;
+            }
+            if c.mstatus & MSTATUS_SIE != 0 {
+                s |= MSTATUS_SPIE;
+            }
+            c.mstatus = s;
+            self.prv = Privilege::Supervisor;
+            self.pc = trap_vector(c.stvec, code, interrupt);
+        } else {
+            c.mcause = cause;
+            c.mepc = self.pc;
+            c.mtval = tval;
+            let mut s = c.mstatus & !(MSTATUS_MPP | MSTATUS_MPIE | MSTATUS_MIE);
+            s |= (self.prv as u64) << MSTATUS_MPP_SHIFT;
+            if c.mstatus & MSTATUS_MIE != 0 {
+                s |= MSTATUS_MPIE;
+            }
+            c.mstatus = s;
+            self.prv = Privilege::Machine;
+            self.pc = trap_vector(c.mtvec, code, interrupt);
+        }
+        self.update_ctx();
+    }
+
+    /// One step: fetch, decode, execute, or take the exception it raises.
+    #[inline(always)]
+    fn step<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) {
+        self.icount = self.icount.wrapping_add(1);
+        let raw = match self.fetch(ram) {
+            Ok(i) => i,
+            Err(t) => return self.enter_trap(t.cause as u64, t.tval, false),
+        };
+        let result = if raw & 3 == 3 {
+            self.execute(ram, bus, raw, 4)
+        } else {
+            match rvc::expand(raw as u16) {
+                Some(insn) => self.execute(ram, bus, insn, 2).map_err(|mut t| {
+                    if t.cause == Exception::IllegalInstruction {
+                        t.tval = (raw & 0xffff) as u64;
+                    }
+                    t
+                }),
+                None => Err(Trap::illegal((raw & 0xffff) as u64)),
+            }
+        };
+        self.x[0] = 0;
+        if let Err(t) = result {
+            self.enter_trap(t.cause as u64, t.tval, false);
+        }
+    }
+
+    // ---------------------------------------------------------------- memory
+
+    fn translate(&mut self, ram: &mut Ram, vaddr: u64, access: Access) -> Result<u64, Trap> {
+        let mstatus = self.csr.mstatus;
+        let eff = if access != Access::Fetch
+            && self.prv == Privilege::Machine
+            && mstatus & MSTATUS_MPRV != 0
+        {
+            Privilege::from_bits(mstatus >> MSTATUS_MPP_SHIFT)
+        } else {
+            self.prv
+        };
+        if eff == Privilege::Machine {
+            return Ok(vaddr);
+        }
+        let regime = Regime {
+            satp: self.csr.satp,
+            user: eff == Privilege::User,
+            sum: mstatus & MSTATUS_SUM != 0,
+            mxr: mstatus & MSTATUS_MXR != 0,
+        };
+        mmu::walk(ram, &regime, vaddr, access)
+    }
+
+    /// Host pointer to the RAM page holding `paddr`, if it is RAM.
+    #[inline]
+    fn ram_page(ram: &mut Ram, paddr: u64) -> Option<*mut u8> {
+        let off = ram.offset_of(paddr & !0xfff, 0x1000)?;
+        // SAFETY: off + 0x1000 <= RAM size, checked by offset_of.
+        Some(unsafe { ram.host_ptr().add(off) })
+    }
+
+    #[inline(always)]
+    fn fetch(&mut self, ram: &mut Ram) -> Result<u32, Trap> {
+        let pc = self.pc;
+        let vpn = pc >> 12;
+        let e = self.tlb.fetch[self.fetch_ctx][(vpn as usize) % TLB_ENTRIES];
+        if e.vpn == vpn && (pc & 0xfff) <= 0xffc {
+            let p = (pc as usize).wrapping_add(e.addend) as *const u32;
+            // SAFETY: the TLB only maps whole RAM pages and the 4 bytes lie within one.
+            return Ok(unsafe { p.read_unaligned() });
+        }
+        self.fetch_slow(ram)
+    }
+
+    #[cold]
+    fn fetch_slow(&mut self, ram: &mut Ram) -> Result<u32, Trap> {
+        let lo = self.fetch_half(ram, self.pc)? as u32;
+        if lo & 3 != 3 {
+            return Ok(lo);
+        }
+        let hi = self.fetch_half(ram, self.pc.wrapping_add(2))? as u32;
+        Ok(lo | (hi << 16))
+    }
+
+    fn fetch_half(&mut self, ram: &mut Ram, va: u64) -> Result<u16, Trap> {
+        let pa = self.translate(ram, va, Access::Fetch)?;
+        match Self::ram_page(ram, pa) {
+            Some(page) => {
+                self.tlb.insert(Access::Fetch, self.fetch_ctx, va, page);
+                // SAFETY: va is 2-aligned so the 2 bytes lie within the page.
+                Ok(unsafe { (page.add((pa & 0xfff) as usize) as *const u16).read_unaligned() })
+            }
+            None => Err(Trap::new(Exception::InstructionAccessFault, va)),
+        }
+    }
+
+    #[inline(always)]
+    fn load<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, va: u64, size: u64) -> Result<u64, Trap> {
+        let vpn = va >> 12;
+        let e = self.tlb.load[self.data_ctx][(vpn as usize) % TLB_ENTRIES];
+        if e.vpn == vpn && (va & 0xfff) + size <= 0x1000 {
+            let p = (va as usize).wrapping_add(e.addend);
+            // SAFETY: the TLB maps whole RAM pages and the access lies within one.
+            unsafe {
+                return Ok(match size {
+                    1 => *(p as *const u8) as u64,
+                    2 => (p as *const u16).read_unaligned() as u64,
+                    4 => (p as *const u32).read_unaligned() as u64,
+                    _ => (p as *const u64).read_unaligned(),
+                });
+            }
+        }
+        self.load_slow(ram, bus, va, size)
+    }
+
+    #[cold]
+    fn load_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, va: u64, size: u64) -> Result<u64, Trap> {
+        if (va & 0xfff) + size > 0x1000 {
+            // Misaligned across a page boundary: byte by byte.
+            let mut v = 0u64;
+            for i in 0..size {
+                v |= self.load(ram, bus, va.wrapping_add(i), 1)? << (8 * i);
+            }
+            return Ok(v);
+        }
+        let pa = self.translate(ram, va, Access::Load)?;
+        if let Some(page) = Self::ram_page(ram, pa) {
+            self.tlb.insert(Access::Load, self.data_ctx, va, page);
+            let mut b = [0u8; 8];
+            ram.read_bytes(pa, &mut b[..size as usize]);
+            return Ok(u64::from_le_bytes(b));
+        }
+        if va & (size - 1) != 0 {
+            return Err(Trap::new(Exception::LoadMisaligned, va));
+        }
+        self.sync = true;
+        self.device = true;
+        bus.mmio_read(pa, size as u8, self.icount)
+            .ok_or(Trap::new(Exception::LoadAccessFault, va))
+    }
+
+    #[inline(always)]
+    fn store<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, va: u64, size: u64, v: u64) -> Result<(), Trap> {
+        let vpn = va >> 12;
+        let e = self.tlb.store[self.data_ctx][(vpn as usize) % TLB_ENTRIES];
+        if e.vpn == vpn && (va & 0xfff) + size <= 0x1000 {
+            let p = (va as usize).wrapping_add(e.addend);
+            // SAFETY: the TLB maps whole RAM pages and the access lies within one.
+            unsafe {
+                match size {
+                    1 => *(p as *mut u8) = v as u8,
+                    2 => (p as *mut u16).write_unaligned(v as u16),
+                    4 => (p as *mut u32).write_unaligned(v as u32),
+                    _ => (p as *mut u64).write_unaligned(v),
+                }
+            }
+            return Ok(());
+        }
+        self.store_slow(ram, bus, va, size, v)
+    }
+
+    #[cold]
+    fn store_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, va: u64, size: u64, v: u64) -> Result<(), Trap> {
+        if (va & 0xfff) + size > 0x1000 {
+            // Check both pages before writing anything, so a fault leaves memory untouched.
+            let second = (va | 0xfff).wrapping_add(1);
+            self.translate(ram, va, Access::Store)?;
+            self.translate(ram, second, Access::Store)?;
+            for i in 0..size {
+                self.store(ram, bus, va.wrapping_add(i), 1, v >> (8 * i))?;
+            }
+            return Ok(());
+        }
+        let pa = self.translate(ram, va, Access::Store)?;
+        if let Some(page) = Self::ram_page(ram, pa) {
+            self.tlb.insert(Access::Store, self.data_ctx, va, page);
+            ram.write_bytes(pa, &v.to_le_bytes()[..size as usize]);
+            return Ok(());
+        }
+        if va & (size - 1) != 0 {
+            return Err(Trap::new(Exception::StoreMisaligned, va));
+        }
+        self.sync = true;
+        self.device = true;
+        if bus.mmio_write(pa, size as u8, v, self.icount) {
+            Ok(())
+        } else {
+            Err(Trap::new(Exception::StoreAccessFault, va))
+        }
+    }
+
+    /// Host pointer for an atomic access: needs store permission and RAM.
+    fn amo_ptr(&mut self, ram: &mut Ram, va: u64, size: u64) -> Result<*mut u8, Trap> {
+        if va & (size - 1) != 0 {
+            return Err(Trap::new(Exception::StoreMisaligned, va));
+        }
+        let vpn = va >> 12;
+        let e = self.tlb.store[self.data_ctx][(vpn as usize) % TLB_ENTRIES];
+        if e.vpn == vpn {
+            return Ok((va as usize).wrapping_add(e.addend) as *mut u8);
+        }
+        let pa = self.translate(ram, va, Access::Store)?;
+        match Self::ram_page(ram, pa) {
+            Some(page) => {
+                self.tlb.insert(Access::Store, self.data_ctx, va, page);
+                // SAFETY: aligned access inside the page.
+                Ok(unsafe { page.add((pa & 0xfff) as usize) })
+            }
+            None => Err(Trap::new(Exception::StoreAccessFault, va)),
+        }
+    }
+
+    // --------------------------------------------------------------- execute
+
+    #[inline(always)]
+    fn execute<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, insn: u32, len: u64) -> Result<(), Trap> {
+        let rd = ((insn >> 7) & 31) as usize;
+        let rs1 = ((insn >> 15) & 31) as usize;
+        let rs2 = ((insn >> 20) & 31) as usize;
+        let funct3 = (insn >> 12) & 7;
+        let funct7 = insn >> 25;
+        let pc = self.pc;
+        let mut next = pc.wrapping_add(len);
+        let illegal = Trap::illegal(insn as u64);
+        match insn & 0x7f {
+            0x37 => self.x[rd] = sext32((insn & 0xffff_f000) as u64),
+            0x17 => self.x[rd] = pc.wrapping_add(sext32((insn & 0xffff_f000) as u64)),
+            0x6f => {
+                self.x[rd] = next;
+                next = pc.wrapping_add(imm_j(insn));
+            }
+            0x67 => {
+                if funct3 != 0 {
+                    return Err(illegal);
+                }
+                let target = self.x[rs1].wrapping_add(imm_i(insn)) & !1;
+                self.x[rd] = next;
+                next = target;
+            }
+            0x63 => {
+                let a = self.x[rs1];
+                let b = self.x[rs2];
+                let taken = match funct3 {
+                    0 => a == b,
+                    1 => a != b,
+                    4 => (a as i64) < (b as i64),
+                    5 => (a as i64) >= (b as i64),
+                    6 => a < b,
+                    7 => a >= b,
+                    _ => return Err(illegal),
+                };
+                if taken {
+                    next = pc.wrapping_add(imm_b(insn));
+                }
+            }
+            0x03 => {
+                let va = self.x[rs1].wrapping_add(imm_i(insn));
+                let v = match funct3 {
+                    0 => self.load(ram, bus, va, 1)? as i8 as i64 as u64,
+                    1 => self.load(ram, bus, va, 2)? as i16 as i64 as u64,
+                    2 => self.load(ram, bus, va, 4)? as i32 as i64 as u64,
+                    3 => self.load(ram, bus, va, 8)?,
+                    4 => self.load(ram, bus, va, 1)?,
+                    5 => self.load(ram, bus, va, 2)?,
+                    6 => self.load(ram, bus, va, 4)?,
+                    _ => return Err(illegal),
+                };
+                self.x[rd] = v;
+            }
+            0x23 => {
+                let va = self.x[rs1].wrapping_add(imm_s(insn));
+                let v = self.x[rs2];
+                match funct3 {
+                    0 => self.store(ram, bus, va, 1, v)?,
+                    1 => self.store(ram, bus, va, 2, v)?,
+                    2 => self.store(ram, bus, va, 4, v)?,
+                    3 => self.store(ram, bus, va, 8, v)?,
+                    _ => return Err(illegal),
+                }
+            }
+            0x13 => {
+                let a = self.x[rs1];
+                let imm = imm_i(insn);
+                let shamt = (insn >> 20) & 0x3f;
+                self.x[rd] = match funct3 {
+                    0 => a.wrapping_add(imm),
+                    1 => {
+                        if insn >> 26 != 0 {
+                            return Err(illegal);
+                        }
+                        a << shamt
+                    }
+                    2 => ((a as i64) < (imm as i64)) as u64,
+                    3 => (a < imm) as u64,
+                    4 => a ^ imm,
+                    5 => match insn >> 26 {
+                        0 => a >> shamt,
+                        0x10 => ((a as i64) >> shamt) as u64,
+                        _ => return Err(illegal),
+                    },
+                    6 => a | imm,
+                    _ => a & imm,
+                };
+            }
+            0x1b => {
+                let a = self.x[rs1];
+                let shamt = (insn >> 20) & 0x1f;
+                self.x[rd] = match (funct3, funct7) {
+                    (0, _) => sext32(a.wrapping_add(imm_i(insn))),
+                    (1, 0) => sext32(((a as u32) << shamt) as u64),
+                    (5, 0) => sext32(((a as u32) >> shamt) as u64),
+                    (5, 0x20) => ((a as i32) >> shamt) as i64 as u64,
+                    _ => return Err(illegal),
+                };
+            }
+            0x33 => {
+                let a = self.x[rs1];
+                let b = self.x[rs2];
+                self.x[rd] = match (funct7, funct3) {
+                    (0, 0) => a.wrapping_add(b),
+                    (0x20, 0) => a.wrapping_sub(b),
+                    (0, 1) => a << (b & 63),
+                    (0, 2) => ((a as i64) < (b as i64)) as u64,
+                    (0, 3) => (a < b) as u64,
+                    (0, 4) => a ^ b,
+                    (0, 5) => a >> (b & 63),
+                    (0x20, 5) => ((a as i64) >> (b & 63)) as u64,
+                    (0, 6) => a | b,
+                    (0, 7) => a & b,
+                    (1, 0) => a.wrapping_mul(b),
+                    (1, 1) => (((a as i64 as i128) * (b as i64 as i128)) >> 64) as u64,
+                    (1, 2) => (((a as i64 as i128) * (b as u128 as i128)) >> 64) as u64,
+                    (1, 3) => (((a as u128) * (b as u128)) >> 64) as u64,
+                    (1, 4) => {
+                        if b == 0 {
+                            u64::MAX
+                        } else {
+                            (a as i64).wrapping_div(b as i64) as u64
+                        }
+                    }
+                    (1, 5) => a.checked_div(b).unwrap_or(u64::MAX),
+                    (1, 6) => {
+                        if b == 0 {
+                            a
+                        } else {
+                            (a as i64).wrapping_rem(b as i64) as u64
+                        }
+                    }
+                    (1, 7) => {
+                        if b == 0 {
+                            a
+                        } else {
+                            a % b
+                        }
+                    }
+                    _ => return Err(illegal),
+                };
+            }
+            0x3b => {
+                let a = self.x[rs1];
+                let b = self.x[rs2];
+                let (a32, b32) = (a as i32, b as i32);
+                self.x[rd] = match (funct7, funct3) {
+                    (0, 0) => sext32(a.wrapping_add(b)),
+                    (0x20, 0) => sext32(a.wrapping_sub(b)),
+                    (0, 1) => sext32(((a as u32) << (b & 31)) as u64),
+                    (0, 5) => sext32(((a as u32) >> (b & 31)) as u64),
+                    (0x20, 5) => (a32 >> (b & 31)) as i64 as u64,
+                    (1, 0) => a32.wrapping_mul(b32) as i64 as u64,
+                    (1, 4) => {
+                        if b32 == 0 {
+                            u64::MAX
+                        } else {
+                            a32.wrapping_div(b32) as i64 as u64
+                        }
+                    }
+                    (1, 5) => {
+                        if b32 == 0 {
+                            u64::MAX
+                        } else {
+                            sext32(((a as u32) / (b as u32)) as u64)
+                        }
+                    }
+                    (1, 6) => {
+                        if b32 == 0 {
+                            a32 as i64 as u64
+                        } else {
+                            a32.wrapping_rem(b32) as i64 as u64
+                        }
+                    }
+                    (1, 7) => {
+                        if b32 == 0 {
+                            a32 as i64 as u64
+                        } else {
+                            sext32(((a as u32) % (b as u32)) as u64)
+                        }
+                    }
+                    _ => return Err(illegal),
+                };
+            }
+            0x0f => match funct3 {
+                0 | 1 => {} // FENCE, FENCE.I: one hart, no instruction cache
+                _ => return Err(illegal),
+            },
+            0x73 => return self.system(ram, bus, insn, next),
+            0x2f => self.amo(ram, bus, insn)?,
+            0x07 => {
+                self.require_fs(insn)?;
+                let va = self.x[rs1].wrapping_add(imm_i(insn));
+                let v = match funct3 {
+                    2 => fpu::nan_box(self.load(ram, bus, va, 4)? as u32),
+                    3 => self.load(ram, bus, va, 8)?,
+                    _ => return Err(illegal),
+                };
+                self.fp.f[rd] = v;
+                self.csr.mstatus |= MSTATUS_FS;
+            }
+            0x27 => {
+                self.require_fs(insn)?;
+                let va = self.x[rs1].wrapping_add(imm_s(insn));
+                let v = self.fp.f[rs2];
+                match funct3 {
+                    2 => self.store(ram, bus, va, 4, v)?,
+                    3 => self.store(ram, bus, va, 8, v)?,
+                    _ => return Err(illegal),
+                }
+            }
+            0x43 | 0x47 | 0x4b | 0x4f | 0x53 => {
+                self.require_fs(insn)?;
+                fpu::execute(&mut self.fp, &mut self.x, insn).map_err(|_| illegal)?;
+                self.csr.mstatus |= MSTATUS_FS;
+            }
+            _ => return Err(illegal),
+        }
+        self.pc = next;
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn require_fs(&self, insn: u32) -> Result<(), Trap> {
+        if self.csr.mstatus & MSTATUS_FS == 0 {
+            Err(Trap::illegal(insn as u64))
+        } else {
+            Ok(())
+        }
+    }
+
+    fn amo<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, insn: u32) -> Result<(), Trap> {
+        let rd = ((insn >> 7) & 31) as usize;
+        let rs1 = ((insn >> 15) & 31) as usize;
+        let rs2 = ((insn >> 20) & 31) as usize;
+        let size = match (insn >> 12) & 7 {
+            2 => 4u64,
+            3 => 8u64,
+            _ => return Err(Trap::illegal(insn as u64)),
+        };
+        let va = self.x[rs1];
+        let src = self.x[rs2];
+        let funct5 = insn >> 27;
+        let fix = |v: u64| if size == 4 { sext32(v) } else { v };
+        match funct5 {
+            0b00010 => {
+                if rs2 != 0 {
+                    return Err(Trap::illegal(insn as u64));
+                }
+                if va & (size - 1) != 0 {
+                    return Err(Trap::new(Exception::LoadMisaligned, va));
+                }
+                let v = self.load(ram, bus, va, size)?;
+                self.reservation = Some(va);
+                self.x[rd] = fix(v);
+            }
+            0b00011 => {
+                if va & (size - 1) != 0 {
+                    return Err(Trap::new(Exception::StoreMisaligned, va));
+                }
+                let ok = self.reservation == Some(va);
+                self.reservation = None;
+                if ok {
+                    self.store(ram, bus, va, size, src)?;
+                }
+                self.x[rd] = (!ok) as u64;
+            }
+            _ => {
+                let p = self.amo_ptr(ram, va, size)?;
+                // SAFETY: amo_ptr returned an aligned pointer to `size` bytes of RAM.
+                let old = unsafe {
+                    if size == 4 {
+                        sext32((p as *const u32).read() as u64)
+                    } else {
+                        (p as *const u64).read()
+                    }
+                };
+                let (o, s) = if size == 4 {
+                    (old, sext32(src))
+                } else {
+                    (old, src)
+                };
+                let new = match funct5 {
+                    0b00001 => s,
+                    0b00000 => o.wrapping_add(s),
+                    0b00100 => o ^ s,
+                    0b01100 => o & s,
+                    0b01000 => o | s,
+                    0b10000 => (o as i64).min(s as i64) as u64,
+                    0b10100 => (o as i64).max(s as i64) as u64,
+                    0b11000 => {
+                        if size == 4 {
+                            (o as u32).min(s as u32) as u64
+                        } else {
+                            o.min(s)
+                        }
+                    }
+                    0b11100 => {
+                        if size == 4 {
+                            (o as u32).max(s as u32) as u64
+                        } else {
+                            o.max(s)
+                        }
+                    }
+                    _ => return Err(Trap::illegal(insn as u64)),
+                };
+                // SAFETY: as above.
+                unsafe {
+                    if size == 4 {
+                        (p as *mut u32).write(new as u32);
+                    } else {
+                        (p as *mut u64).write(new);
+                    }
+                }
+                self.x[rd] = old;
+            }
+        }
+        Ok(())
+    }
+
+    fn system<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, insn: u32, next: u64) -> Result<(), Trap> {
+        let _ = ram;
+        let rd = ((insn >> 7) & 31) as usize;
+        let rs1 = ((insn >> 15) & 31) as usize;
+        let funct3 = (insn >> 12) & 7;
+        let illegal = Trap::illegal(insn as u64);
+        if funct3 == 0 {
+            match insn {
+                0x0000_0073 => {
+                    let cause = match self.prv {
+                        Privilege::User => Exception::EcallFromU,
+                        Privilege::Supervisor => Exception::EcallFromS,
+                        Privilege::Machine => Exception::EcallFromM,
+                    };
+                    return Err(Trap::new(cause, 0));
+                }
+                0x0010_0073 => return Err(Trap::new(Exception::Breakpoint, self.pc)),
+                0x1020_0073 => {
+                    // SRET
+                    if self.prv == Privilege::User
+                        || (self.prv == Privilege::Supervisor && self.csr.mstatus & MSTATUS_TSR != 0)
+                    {
+                        return Err(illegal);
+                    }
+                    let s = self.csr.mstatus;
+                    let target = if s & MSTATUS_SPP != 0 {
+                        Privilege::Supervisor
+                    } else {
+                        Privilege::User
+                    };
+                    let mut n = s & !(MSTATUS_SIE | MSTATUS_SPP);
+                    if s & MSTATUS_SPIE != 0 {
+                        n |= MSTATUS_SIE;
+                    }
+                    n |= MSTATUS_SPIE;
+                    if target != Privilege::Machine {
+                        n &= !MSTATUS_MPRV;
+                    }
+                    self.csr.mstatus = n;
+                    self.prv = target;
+                    self.pc = self.csr.sepc;
+                    self.update_ctx();
+                    self.sync = true;
+                    return Ok(());
+                }
+                0x3020_0073 => {
+                    // MRET
+                    if self.prv != Privilege::Machine {
+                        return Err(illegal);
+                    }
+                    let s = self.csr.mstatus;
+                    let target = Privilege::from_bits(s >> MSTATUS_MPP_SHIFT);
+                    let mut n = s & !(MSTATUS_MIE | MSTATUS_MPP);
+                    if s & MSTATUS_MPIE != 0 {
+                        n |= MSTATUS_MIE;
+                    }
+                    n |= MSTATUS_MPIE;
+                    if target != Privilege::Machine {
+                        n &= !MSTATUS_MPRV;
+                    }
+                    self.csr.mstatus = n;
+                    self.prv = target;
+                    self.pc = self.csr.mepc;
+                    self.update_ctx();
+                    self.sync = true;
+                    return Ok(());
+                }
+                0x1050_0073 => {
+                    // WFI
+                    if self.prv == Privilege::User
+                        || (self.prv == Privilege::Supervisor && self.csr.mstatus & MSTATUS_TW != 0)
+                    {
+                        return Err(illegal);
+                    }
+                    self.wfi = true;
+                    self.sync = true;
+                    self.pc = next;
+                    return Ok(());
+                }
+                _ if insn >> 25 == 0x09 && rd == 0 => {
+                    // SFENCE.VMA
+                    if self.prv == Privilege::User
+                        || (self.prv == Privilege::Supervisor && self.csr.mstatus & MSTATUS_TVM != 0)
+                    {
+                        return Err(illegal);
+                    }
+                    self.tlb.flush_translated();
+                    self.pc = next;
+                    return Ok(());
+                }
+                _ => return Err(illegal),
+            }
+        }
+        if funct3 == 4 {
+            return Err(illegal);
+        }
+        let csr = (insn >> 20) as u16;
+        let src = if funct3 & 4 != 0 { rs1 as u64 } else { self.x[rs1] };
+        let old = self.csr_read(csr, insn, bus)?;
+        let new = match funct3 & 3 {
+            1 => Some(src),
+            2 => (rs1 != 0).then_some(old | src),
+            _ => (rs1 != 0).then_some(old & !src),
+        };
+        if let Some(v) = new {
+            let effect = self.csr_write(csr, v, insn)?;
+            if effect.flush_tlb {
+                self.tlb.flush_translated();
+            }
+            self.update_ctx();
+            self.sync = true;
+        }
+        self.x[rd] = old;
+        self.pc = next;
+        Ok(())
+    }
+}
+
+fn trap_vector(tvec: u64, code: u64, interrupt: bool) -> u64 {
+    let base = tvec & !3;
+    if interrupt && tvec & 3 == 1 {
+        base.wrapping_add(4 * code)
+    } else {
+        base
+    }
+}

@@ -1,0 +1,152 @@
+//! The board: the devices on the physical bus and the guest clock, and the
+//! address decoding that connects the hart to them. It implements the hart's
+//! [`Bus`] and turns device interrupt levels into the hart's interrupt lines.
+
+use ftvm_cpu::Bus;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::GuestClock;
+use crate::devices::clint::Clint;
+use crate::devices::plic::Plic;
+use crate::devices::rtc::GoldfishRtc;
+use crate::devices::sifive_test::{Finisher, SifiveTest};
+use crate::devices::uart::Uart16550;
+use crate::devices::MmioDevice;
+use crate::layout::*;
+
+/// Nanoseconds per guest tick.
+const NS_PER_TICK: u64 = 1_000_000_000 / TIMEBASE_HZ;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Board {
+    pub clock: GuestClock,
+    pub clint: Clint,
+    pub plic: Plic,
+    pub uart: Uart16550,
+    pub rtc: GoldfishRtc,
+    pub test: SifiveTest,
+    /// Wall-clock time (ns since the Unix epoch) at guest time zero.
+    pub boot_wallclock_ns: u64,
+    /// Console bytes produced and not yet taken by the driver.
+    #[serde(skip)]
+    pub console_out: Vec<u8>,
+    /// A test-device finisher write, waiting for the machine loop.
+    #[serde(skip)]
+    pub finisher: Option<Finisher>,
+}
+
+impl Board {
+    pub fn new(clock: GuestClock, boot_wallclock_ns: u64) -> Self {
+        Board {
+            clock,
+            clint: Clint::default(),
+            plic: Plic::new(),
+            uart: Uart16550::new(),
+            rtc: GoldfishRtc::new(),
+            test: SifiveTest::new(),
+            boot_wallclock_ns,
+            console_out: Vec::new(),
+            finisher: None,
+        }
+    }
+
+    /// Wall-clock time seen by the RTC at step `icount`.
+    pub fn wallclock_ns(&self, icount: u64) -> u64 {
+        self.boot_wallclock_ns + self.clock.now(icount) * NS_PER_TICK
+    }
+
+    /// Propagates device interrupt levels into the PLIC and returns the
+    /// hart's lines: (msip, mtip, meip, seip).
+    pub fn irq_lines(&mut self, icount: u64) -> (bool, bool, bool, bool) {
+        let now = self.clock.now(icount);
+        let wall = self.wallclock_ns(icount);
+        self.rtc.tick(wall);
+        self.plic.set_level(UART_IRQ, self.uart.irq_level());
+        self.plic.set_level(RTC_IRQ, self.rtc.irq_level());
+        (
+            self.clint.msip,
+            self.clint.mtip(now),
+            self.plic.context_pending(0),
+            self.plic.context_pending(1),
+        )
+    }
+
+    /// The first step after `icount` at which an interrupt line can change
+    /// without an input: the timer compare or the RTC alarm being reached.
+    pub fn next_deadline(&self, icount: u64) -> Option<u64> {
+        let now = self.clock.now(icount);
+        let mut best: Option<u64> = None;
+        let mut consider = |t: u64| {
+            if t > now {
+                if let Some(s) = self.clock.step_reaching(t) {
+                    best = Some(best.map_or(s, |b: u64| b.min(s)));
+                }
+            }
+        };
+        consider(self.clint.mtimecmp);
+        if let Some(alarm_ns) = self.rtc.next_alarm_ns() {
+            let ticks = alarm_ns.saturating_sub(self.boot_wallclock_ns).div_ceil(NS_PER_TICK);
+            consider(ticks);
+        }
+        best
+    }
+
+    /// Guest time at which a waiting hart will next be woken by a device,
+    /// if any (the driver sleeps until then unless an input arrives first).
+    pub fn next_wakeup_time(&self) -> Option<u64> {
+        let mut t = None;
+        if self.clint.mtimecmp != u64::MAX {
+            t = Some(self.clint.mtimecmp);
+        }
+        if let Some(alarm_ns) = self.rtc.next_alarm_ns() {
+            let ticks = alarm_ns.saturating_sub(self.boot_wallclock_ns).div_ceil(NS_PER_TICK);
+            t = Some(t.map_or(ticks, |x: u64| x.min(ticks)));
+        }
+        t
+    }
+}
+
+impl Bus for Board {
+    fn mmio_read(&mut self, paddr: u64, size: u8, icount: u64) -> Option<u64> {
+        Some(match paddr {
+            CLINT_BASE..=0x0200_ffff => self.clint.read(paddr - CLINT_BASE, size, self.clock.now(icount)),
+            PLIC_BASE..=0x0c5f_ffff => self.plic.read(paddr - PLIC_BASE, size),
+            UART_BASE..=0x1000_00ff => self.uart.read(paddr - UART_BASE, size),
+            RTC_BASE..=0x0010_1fff => {
+                let wall = self.wallclock_ns(icount);
+                self.rtc.set_now_ns(wall);
+                self.rtc.read(paddr - RTC_BASE, size)
+            }
+            TEST_BASE..=0x0010_0fff => self.test.read(paddr - TEST_BASE, size),
+            _ => return None,
+        })
+    }
+
+    fn mmio_write(&mut self, paddr: u64, size: u8, value: u64, icount: u64) -> bool {
+        match paddr {
+            CLINT_BASE..=0x0200_ffff => self.clint.write(paddr - CLINT_BASE, size, value),
+            PLIC_BASE..=0x0c5f_ffff => self.plic.write(paddr - PLIC_BASE, size, value),
+            UART_BASE..=0x1000_00ff => {
+                self.uart.write(paddr - UART_BASE, size, value);
+                self.uart.drain_output(&mut self.console_out);
+            }
+            RTC_BASE..=0x0010_1fff => {
+                let wall = self.wallclock_ns(icount);
+                self.rtc.set_now_ns(wall);
+                self.rtc.write(paddr - RTC_BASE, size, value);
+            }
+            TEST_BASE..=0x0010_0fff => {
+                self.test.write(paddr - TEST_BASE, size, value);
+                if let Some(f) = self.test.take_finisher() {
+                    self.finisher = Some(f);
+                }
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn time(&self, icount: u64) -> u64 {
+        self.clock.now(icount)
+    }
+}

@@ -1,0 +1,93 @@
+//! The guest clock: guest time (`mtime`, in ticks of [`TIMEBASE_HZ`]) as a
+//! pure function of the step count and the time inputs received so far.
+//!
+//! Between two `Time` inputs, time advances at a nominal rate of
+//! `steps_per_tick` steps per tick, but never more than `max_ahead` ticks past
+//! the last input, so guest time cannot run away from the host clock when the
+//! emulator runs faster than nominal. A `Time` input re-anchors the clock at
+//! the current step: time becomes the larger of the host's reading and the
+//! interpolated value, so it never goes backwards. Everything here is
+//! deterministic given the inputs, which is what makes time replayable.
+//!
+//! [`TIMEBASE_HZ`]: crate::layout::TIMEBASE_HZ
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestClock {
+    anchor_icount: u64,
+    anchor_time: u64,
+    steps_per_tick: u64,
+    max_ahead: u64,
+}
+
+impl GuestClock {
+    pub fn new(steps_per_tick: u64, max_ahead: u64) -> Self {
+        GuestClock {
+            anchor_icount: 0,
+            anchor_time: 0,
+            steps_per_tick: steps_per_tick.max(1),
+            max_ahead,
+        }
+    }
+
+    /// Guest time at step `icount` (which must not precede the anchor).
+    #[inline]
+    pub fn now(&self, icount: u64) -> u64 {
+        let steps = icount.saturating_sub(self.anchor_icount);
+        self.anchor_time + (steps / self.steps_per_tick).min(self.max_ahead)
+    }
+
+    /// Applies a host time reading taken at step `icount`.
+    pub fn sync(&mut self, icount: u64, host_ticks: u64) {
+        let t = self.now(icount).max(host_ticks);
+        self.anchor_icount = icount;
+        self.anchor_time = t;
+    }
+
+    /// First step at which time reaches `t`, given no further input; `None`
+    /// if it never does without input. Returns a step at or before `icount`
+    /// when `t` has already been reached.
+    pub fn step_reaching(&self, t: u64) -> Option<u64> {
+        if t <= self.anchor_time {
+            return Some(self.anchor_icount);
+        }
+        let delta = t - self.anchor_time;
+        if delta > self.max_ahead {
+            return None;
+        }
+        Some(self.anchor_icount + delta * self.steps_per_tick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interpolates_caps_and_never_goes_back() {
+        let mut c = GuestClock::new(10, 1000);
+        assert_eq!(c.now(0), 0);
+        assert_eq!(c.now(95), 9);
+        assert_eq!(c.now(1_000_000), 1000); // capped
+        c.sync(1_000_000, 500); // host behind: keep interpolated time
+        assert_eq!(c.now(1_000_000), 1000);
+        c.sync(1_000_010, 5000); // host ahead: jump
+        assert_eq!(c.now(1_000_010), 5000);
+        assert_eq!(c.now(1_000_030), 5002);
+    }
+
+    #[test]
+    fn step_reaching_matches_now() {
+        let mut c = GuestClock::new(7, 100);
+        c.sync(50, 1000);
+        for t in [900, 1000, 1001, 1050, 1100] {
+            let s = c.step_reaching(t).unwrap();
+            assert!(c.now(s) >= t);
+            if s > 50 {
+                assert!(c.now(s - 1) < t);
+            }
+        }
+        assert_eq!(c.step_reaching(1101), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! ftvm-machine: the deterministic board around an `ftvm-cpu` hart — RAM,
+//! CLINT, PLIC, NS16550A UART, Goldfish RTC, SiFive test device — laid out
+//! like QEMU's `virt` machine, with a generated device tree, a loader for
+//! firmware, kernel and initramfs, and the single input port through which
+//! every outside value enters.
+
+pub mod board;
+pub mod clock;
+pub mod devices;
+pub mod fdt;
+pub mod input;
+pub mod layout;
+pub mod loader;
+mod machine;
+
+pub use devices::sifive_test::Finisher;
+pub use fdt::MmuType;
+pub use input::{Input, Outputs};
+pub use machine::{BuildError, Machine, MachineConfig, Stop};

@@ -1,0 +1,217 @@
+//! The whole machine — hart, RAM and board — as one deterministic state
+//! machine. `Machine::run` advances it to a step limit; `Machine::apply`
+//! feeds it an [`Input`] at the step where it stands. Nothing else changes
+//! it. The driver that owns the host clock and the terminal decides when to
+//! read them and passes what it read in as inputs.
+
+use ftvm_cpu::{Exit, Hart, Ram};
+use thiserror::Error;
+
+use crate::board::Board;
+use crate::clock::GuestClock;
+use crate::devices::sifive_test::Finisher;
+use crate::fdt::{self, FdtConfig, MmuType};
+use crate::input::Input;
+use crate::layout::{RAM_BASE, TIMEBASE_HZ};
+use crate::loader::{self, LoadError};
+
+/// Everything that defines the machine at power-on. Two machines built from
+/// equal configs are identical.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    /// RAM size in bytes (a multiple of 1 MiB).
+    pub ram_size: u64,
+    /// Firmware loaded at the start of RAM (OpenSBI `fw_jump.bin`), or `None`
+    /// to run the kernel directly in M-mode from its ELF entry point.
+    pub bios: Option<Vec<u8>>,
+    pub kernel: Vec<u8>,
+    pub initrd: Option<Vec<u8>>,
+    pub bootargs: String,
+    /// Seed for the kernel's RNG, passed in the device tree.
+    pub rng_seed: [u8; 32],
+    /// Wall-clock time at power-on (ns since the Unix epoch), for the RTC.
+    pub boot_wallclock_ns: u64,
+    /// Nominal steps per guest tick when interpolating time between inputs.
+    pub steps_per_tick: u64,
+    /// How far (ticks) interpolated time may run past the last time input.
+    pub max_ahead_ticks: u64,
+    pub mmu: MmuType,
+}
+
+impl MachineConfig {
+    /// A config with default timing: interpolation at 100 MIPS, at most
+    /// 10 ms ahead of the last host time reading.
+    pub fn new(ram_size: u64, kernel: Vec<u8>) -> Self {
+        MachineConfig {
+            ram_size,
+            bios: None,
+            kernel,
+            initrd: None,
+            bootargs: String::new(),
+            rng_seed: [0; 32],
+            boot_wallclock_ns: 0,
+            steps_per_tick: 100_000_000 / TIMEBASE_HZ,
+            max_ahead_ticks: TIMEBASE_HZ / 100,
+            mmu: MmuType::Sv48,
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error("memory size {0} bytes is not a non-zero multiple of 1 MiB")]
+    BadRamSize(u64),
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("device tree: {0}")]
+    Fdt(#[from] fdt::FdtError),
+}
+
+/// Why [`Machine::run`] stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Reached the step limit.
+    Limit,
+    /// The hart waits for an interrupt; nothing will happen without an input.
+    /// `wake_at` is the guest time at which a device would wake it, if any.
+    Idle { wake_at: Option<u64> },
+    /// The guest wrote the test device: poweroff, pass/fail or reset.
+    Finished(Finisher),
+}
+
+pub struct Machine {
+    pub hart: Hart,
+    pub ram: Ram,
+    pub board: Board,
+}
+
+impl Machine {
+    pub fn new(cfg: &MachineConfig) -> Result<Machine, BuildError> {
+        if cfg.ram_size == 0 || cfg.ram_size % (1 << 20) != 0 {
+            return Err(BuildError::BadRamSize(cfg.ram_size));
+        }
+        let mut ram = Ram::new(RAM_BASE, cfg.ram_size);
+        let entry;
+        let kernel_end;
+        match &cfg.bios {
+            Some(bios) => {
+                let (e, fw) = if loader::is_elf(bios) {
+                    loader::load_elf(&mut ram, "firmware", bios)?
+                } else {
+                    (RAM_BASE, loader::load_raw(&mut ram, "firmware", RAM_BASE, bios)?)
+                };
+                entry = e;
+                let (_, k) = loader::load_kernel(&mut ram, &cfg.kernel)?;
+                if k.start < fw.end && fw.start < k.end {
+                    return Err(LoadError::Overlap {
+                        what: "kernel",
+                        other: "firmware",
+                    }
+                    .into());
+                }
+                kernel_end = k.end;
+            }
+            None => {
+                let (e, k) = if loader::is_elf(&cfg.kernel) {
+                    loader::load_elf(&mut ram, "kernel", &cfg.kernel)?
+                } else {
+                    (RAM_BASE, loader::load_raw(&mut ram, "kernel", RAM_BASE, &cfg.kernel)?)
+                };
+                entry = e;
+                kernel_end = k.end;
+            }
+        }
+        let initrd = match &cfg.initrd {
+            Some(data) => {
+                let addr = loader::initrd_address(cfg.ram_size, kernel_end, data.len() as u64);
+                let p = loader::load_raw(&mut ram, "initrd", addr, data)?;
+                Some((p.start, p.end))
+            }
+            None => None,
+        };
+        let dtb = fdt::build(&FdtConfig {
+            ram_base: RAM_BASE,
+            ram_size: cfg.ram_size,
+            bootargs: cfg.bootargs.clone(),
+            initrd,
+            rng_seed: cfg.rng_seed,
+            virtio_slots: Vec::new(),
+            mmu_type: cfg.mmu,
+        })?;
+        let dtb_addr = loader::fdt_address(cfg.ram_size, dtb.len() as u64);
+        if let Some((_, end)) = initrd {
+            if end > dtb_addr {
+                return Err(LoadError::Overlap {
+                    what: "initrd",
+                    other: "device tree",
+                }
+                .into());
+            }
+        }
+        loader::load_raw(&mut ram, "device tree", dtb_addr, &dtb)?;
+        let hart = Hart::new(entry, dtb_addr);
+        let clock = GuestClock::new(cfg.steps_per_tick, cfg.max_ahead_ticks);
+        Ok(Machine {
+            hart,
+            ram,
+            board: Board::new(clock, cfg.boot_wallclock_ns),
+        })
+    }
+
+    /// Steps taken so far: the clock of record.
+    pub fn icount(&self) -> u64 {
+        self.hart.icount
+    }
+
+    /// Guest time (ticks) now.
+    pub fn guest_time(&self) -> u64 {
+        self.board.clock.now(self.hart.icount)
+    }
+
+    /// Applies an input at the current step.
+    pub fn apply(&mut self, input: &Input) {
+        match input {
+            Input::Time(t) => self.board.clock.sync(self.hart.icount, *t),
+            Input::ConsoleRx(bytes) => self.board.uart.push_input(bytes),
+        }
+        self.sync_irqs();
+    }
+
+    fn sync_irqs(&mut self) {
+        let (msip, mtip, meip, seip) = self.board.irq_lines(self.hart.icount);
+        self.hart.set_irq_lines(msip, mtip, meip, seip);
+    }
+
+    /// Runs until step `limit`, an idle hart, or a finisher write.
+    pub fn run(&mut self, limit: u64) -> Stop {
+        loop {
+            self.sync_irqs();
+            let icount = self.hart.icount;
+            let lim = match self.board.next_deadline(icount) {
+                Some(d) if d < limit => d.max(icount + 1),
+                _ => limit,
+            };
+            if icount >= limit {
+                return Stop::Limit;
+            }
+            match self.hart.run(&mut self.ram, &mut self.board, lim) {
+                Exit::Device => {
+                    if let Some(f) = self.board.finisher.take() {
+                        return Stop::Finished(f);
+                    }
+                }
+                Exit::Limit => {}
+                Exit::Wfi => {
+                    return Stop::Idle {
+                        wake_at: self.board.next_wakeup_time(),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes the console bytes produced since the last call.
+    pub fn take_console_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.board.console_out)
+    }
+}
