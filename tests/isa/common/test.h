@@ -353,6 +353,7 @@ fail_data:
         mv      s3, a1
         mv      s4, a2
         call    fail_header
+fail_data_rest:
         la      a0, msg_got
         call    puts
         mv      a0, s3
@@ -364,6 +365,29 @@ fail_data:
         li      a0, ')'
         call    putc
         j       fail_exit
+
+        /* a0 = code, a1 = got, a2 = expected, a3 = description string,
+         * a4 = 0: value mismatch, 1: fflags mismatch */
+        .globl  fail_data_desc
+fail_data_desc:
+        mv      s2, a0
+        mv      s3, a1
+        mv      s4, a2
+        mv      s7, a3
+        mv      s8, a4
+        call    fail_header
+        li      a0, ' '
+        call    putc
+        li      a0, '['
+        call    putc
+        mv      a0, s7
+        call    puts
+        li      a0, ']'
+        call    putc
+        beqz    s8, 1f
+        la      a0, msg_fflags
+        call    puts
+1:      j       fail_data_rest
 
         /* a0 = code */
         .globl  fail_nodata
@@ -650,6 +674,7 @@ msg_pass:       .asciz "PASS "
 msg_fail:       .asciz "FAIL "
 msg_check:      .asciz ": check "
 msg_got:        .asciz " (got "
+msg_fflags:     .asciz " fflags"
 msg_expected:   .asciz ", expected "
 msg_stuck:      .asciz "\nerror: test device write did not stop the machine\n"
 msg_unexp_exc:  .asciz "FAIL unexpected exception in "
