@@ -219,6 +219,16 @@
         CHECK_MEM trap_tval, \val, \n
 .endm
 
+/*
+ * The recorded mtval must be 0 or the bits of the trapping instruction
+ * (read from memory at the recorded mepc; 16 bits for a compressed one).
+ * Clobbers a0-a2, t0-t3, ra.
+ */
+.macro CHECK_TVAL_INSN n
+        li      a0, \n
+        call    check_tval_insn
+.endm
+
 /* From M-mode, mret to `label` in privilege `mode` (PRV_U/PRV_S/PRV_M). */
 .macro ENTER_MODE mode, label
         li      t6, MSTATUS_MPP
@@ -429,6 +439,27 @@ fail_header:
         call    putdec
         mv      ra, s5
         ret
+
+/* check_tval_insn(a0 = fail code): see CHECK_TVAL_INSN */
+        .globl  check_tval_insn
+check_tval_insn:
+        la      t0, trap_tval
+        ld      t1, 0(t0)
+        beqz    t1, 2f
+        la      t0, trap_epc
+        ld      t0, 0(t0)
+        lhu     t2, 0(t0)
+        andi    t3, t2, 3
+        addi    t3, t3, -3
+        bnez    t3, 1f              /* compressed: 16 bits */
+        lhu     t3, 2(t0)
+        slli    t3, t3, 16
+        or      t2, t2, t3
+1:      beq     t1, t2, 2f
+        mv      a1, t1
+        mv      a2, t2
+        j       fail_data
+2:      ret
 
 /* putc(a0): clobbers t0, t1 */
         .globl  putc

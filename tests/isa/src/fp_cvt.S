@@ -38,15 +38,6 @@
 .Lf\@:
 .endm
 
-/* trap value must be the instruction bits or 0 */
-.macro CHECK_TVAL_INSN bits, n
-        la      t5, trap_tval
-        ld      t5, 0(t5)
-        beqz    t5, .Lok\@
-        CHECK_EQ t5, \bits, \n
-.Lok\@:
-.endm
-
 test_main:
         li      t0, MSTATUS_FS
         csrs    mstatus, t0          /* FS = Dirty */
