@@ -64,12 +64,14 @@ status=0
 count=0
 for src in "$HERE"/src/*.S; do
     name="$(basename "$src" .S)"
-    if ! "$CC" "${CFLAGS[@]}" "-DTEST_NAME=\"$name\"" -o "$OUT/$name.elf.tmp" "$src"; then
+    tmp="$OUT/.$name.elf.tmp.$$"
+    if ! "$CC" "${CFLAGS[@]}" "-DTEST_NAME=\"$name\"" -o "$tmp" "$src"; then
+        rm -f "$tmp"
         echo "build.sh: error: failed to build $src" >&2
         status=1
         continue
     fi
-    mv -f "$OUT/$name.elf.tmp" "$OUT/$name.elf"
+    mv -f "$tmp" "$OUT/$name.elf"     # atomic: concurrent builds are safe
     count=$((count + 1))
 done
 
