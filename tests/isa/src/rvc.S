@@ -7,6 +7,7 @@
  * 3 and mepc = its address. 32-bit instructions at 2-byte-aligned addresses
  * (straight-line, as branch/jump targets, as JALR targets, and one that
  * straddles a 4 KiB boundary), and a 32-bit EBREAK at a 2-byte-aligned pc.
+ * The all-zero halfword (C.UNIMP) is an illegal instruction (mtval 0).
  */
 #include "test.h"
 
@@ -225,6 +226,16 @@ test_main:
         FAIL(62)
 1:      CHECK_CAUSE CAUSE_BREAKPOINT, 63
         CHECK_EPC .Lcebreak, 64
+
+        /* ---- the all-zero halfword (C.UNIMP) is illegal ---- */
+        EXPECT_TRAP 1f
+.Lcunimp:
+        .hword  0x0000
+        c.nop
+        FAIL(72)
+1:      CHECK_CAUSE CAUSE_ILLEGAL_INSN, 73
+        CHECK_EPC .Lcunimp, 74
+        CHECK_TVAL 0, 75
 
         /* ---- 32-bit instructions at 2-byte-aligned addresses ---- */
         .balign 4
