@@ -13,7 +13,7 @@
 #include "test.h"
 
 /*
- * QEMU 7.2 reports a misaligned AMO as a *load* address misaligned (4)
+ * QEMU 7.2 reports a misaligned AMO (not SC) as a *load* address misaligned (4)
  * instead of store/AMO address misaligned (6). The spec build rejects that;
  * the QEMU_QUIRKS build (used by run-qemu.sh) tolerates it.
  */
@@ -244,7 +244,7 @@ test_main:
         CLEAR_TRAP
         beqz    a2, .Lsc_mis_bad
         j       2f
-1:      CHECK_CAUSE2 CAUSE_MISALIGNED_STORE, CAUSE_STORE_ACCESS, 118, AMO_QUIRK_CAUSE
+1:      CHECK_CAUSE2 CAUSE_MISALIGNED_STORE, CAUSE_STORE_ACCESS, 118
         CHECK_MEM_REG trap_tval, s1, 119
 2:      ld      a3, 0(s0)
         CHECK_EQ a3, 0x0123456789abcdef, 120
