@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use ftvm_machine::layout::TIMEBASE_HZ;
-use ftvm_machine::{Finisher, Input, Machine, MachineConfig, MmuType, Stop};
+use ftvm_machine::{Finisher, Input, Machine, MachineConfig, MmuType, Output, Stop};
 
 use crate::console::{self, Console, ConsoleTarget, Filtered};
 use crate::guest;
@@ -152,7 +152,12 @@ pub fn run(args: RunArgs) -> Result<u8> {
             limit = limit.min(max);
         }
         let stop = machine.run(limit);
-        console.write(&machine.take_console_output())?;
+        for out in machine.take_outputs() {
+            match out {
+                Output::Console(bytes) => console.write(&bytes)?,
+                other => tracing::warn!("no backend for output {other:?}"),
+            }
+        }
         match stop {
             Stop::Limit => {}
             Stop::Idle { wake_at } => {

@@ -66,6 +66,8 @@ pub struct Hart {
     pub wfi: bool,
     #[serde(skip, default = "Tlb::new")]
     tlb: Tlb,
+    #[serde(skip, default = "rvc::table")]
+    rvc: &'static [u32; 1 << 16],
     #[serde(skip)]
     fetch_ctx: usize,
     #[serde(skip)]
@@ -134,6 +136,7 @@ impl Hart {
             reservation: None,
             wfi: false,
             tlb: Tlb::new(),
+            rvc: rvc::table(),
             fetch_ctx: 2,
             data_ctx: 2,
             sync: false,
@@ -288,14 +291,14 @@ impl Hart {
         let result = if raw & 3 == 3 {
             self.execute(ram, bus, raw, 4)
         } else {
-            match rvc::expand(raw as u16) {
-                Some(insn) => self.execute(ram, bus, insn, 2).map_err(|mut t| {
+            match self.rvc[(raw & 0xffff) as usize] {
+                0 => Err(Trap::illegal((raw & 0xffff) as u64)),
+                insn => self.execute(ram, bus, insn, 2).map_err(|mut t| {
                     if t.cause == Exception::IllegalInstruction {
                         t.tval = (raw & 0xffff) as u64;
                     }
                     t
                 }),
-                None => Err(Trap::illegal((raw & 0xffff) as u64)),
             }
         };
         self.x[0] = 0;

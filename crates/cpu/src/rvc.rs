@@ -8,6 +8,20 @@
 //! no state, no allocation, no panics, and therefore safe to memoise.
 
 // Major opcodes of the 32-bit encodings we produce.
+/// Every expansion, indexed by the 16-bit encoding; 0 marks an illegal one
+/// (no 32-bit instruction is 0). Built once per process, 256 KiB, so the
+/// interpreter's hot path is a single load instead of the decoder.
+pub fn table() -> &'static [u32; 1 << 16] {
+    static TABLE: std::sync::OnceLock<Box<[u32; 1 << 16]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let mut t = Box::new([0u32; 1 << 16]);
+        for (i, slot) in t.iter_mut().enumerate() {
+            *slot = expand(i as u16).unwrap_or(0);
+        }
+        t
+    })
+}
+
 const LOAD: u32 = 0b000_0011;
 const LOAD_FP: u32 = 0b000_0111;
 const OP_IMM: u32 = 0b001_0011;

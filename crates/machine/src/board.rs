@@ -12,6 +12,7 @@ use crate::devices::rtc::GoldfishRtc;
 use crate::devices::sifive_test::{Finisher, SifiveTest};
 use crate::devices::uart::Uart16550;
 use crate::devices::MmioDevice;
+use crate::input::Output;
 use crate::layout::*;
 
 /// Nanoseconds per guest tick.
@@ -27,9 +28,9 @@ pub struct Board {
     pub test: SifiveTest,
     /// Wall-clock time (ns since the Unix epoch) at guest time zero.
     pub boot_wallclock_ns: u64,
-    /// Console bytes produced and not yet taken by the driver.
+    /// Outputs produced and not yet taken by the driver, in order.
     #[serde(skip)]
-    pub console_out: Vec<u8>,
+    pub outputs: Vec<Output>,
     /// A test-device finisher write, waiting for the machine loop.
     #[serde(skip)]
     pub finisher: Option<Finisher>,
@@ -45,7 +46,7 @@ impl Board {
             rtc: GoldfishRtc::new(),
             test: SifiveTest::new(),
             boot_wallclock_ns,
-            console_out: Vec::new(),
+            outputs: Vec::new(),
             finisher: None,
         }
     }
@@ -128,7 +129,13 @@ impl Bus for Board {
             PLIC_BASE..=0x0c5f_ffff => self.plic.write(paddr - PLIC_BASE, size, value),
             UART_BASE..=0x1000_00ff => {
                 self.uart.write(paddr - UART_BASE, size, value);
-                self.uart.drain_output(&mut self.console_out);
+                if self.uart.has_output() {
+                    let bytes = self.uart.take_output();
+                    match self.outputs.last_mut() {
+                        Some(Output::Console(c)) => c.extend_from_slice(&bytes),
+                        _ => self.outputs.push(Output::Console(bytes)),
+                    }
+                }
             }
             RTC_BASE..=0x0010_1fff => {
                 let wall = self.wallclock_ns(icount);

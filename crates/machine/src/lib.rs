@@ -15,5 +15,5 @@ mod machine;
 
 pub use devices::sifive_test::Finisher;
 pub use fdt::MmuType;
-pub use input::{Input, Outputs};
+pub use input::{BlkOp, Input, Output, Slot};
 pub use machine::{BuildError, Machine, MachineConfig, Stop};

@@ -11,7 +11,7 @@ use crate::board::Board;
 use crate::clock::GuestClock;
 use crate::devices::sifive_test::Finisher;
 use crate::fdt::{self, FdtConfig, MmuType};
-use crate::input::Input;
+use crate::input::{Input, Output};
 use crate::layout::{RAM_BASE, TIMEBASE_HZ};
 use crate::loader::{self, LoadError};
 
@@ -173,6 +173,8 @@ impl Machine {
         match input {
             Input::Time(t) => self.board.clock.sync(self.hart.icount, *t),
             Input::ConsoleRx(bytes) => self.board.uart.push_input(bytes),
+            // Devices that do not exist yet ignore their inputs.
+            Input::NetRx { .. } | Input::BlkDone { .. } | Input::RngData { .. } => {}
         }
         self.sync_irqs();
     }
@@ -210,8 +212,8 @@ impl Machine {
         }
     }
 
-    /// Takes the console bytes produced since the last call.
-    pub fn take_console_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.board.console_out)
+    /// Takes the outputs produced since the last call, in order.
+    pub fn take_outputs(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.board.outputs)
     }
 }

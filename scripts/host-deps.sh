@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the host-side Debian packages ftvm's build and tests use, if any
+# are missing: cmake (softfloat-sys builds Berkeley SoftFloat with it), the
+# cross assembler for the ISA test programs, dtc for device-tree checks. The
+# guest recipe installs its own cross toolchain.
+set -euo pipefail
+need=()
+for p in cmake gcc-riscv64-linux-gnu device-tree-compiler; do
+    dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+done
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo not found; ftvm needs a Rust toolchain (rustup) on PATH" >&2
+    exit 1
+fi
+if ((${#need[@]})); then
+    echo "[deps] installing ${need[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
