@@ -323,6 +323,9 @@ build() {
     mkdir -p "$OUT" "$ROOTFS"
     : >"$LOG"
     say "[guest] building into $SCRATCH (log: $LOG)"
+    # Anything failing outside `run` still names the stage and shows the log.
+    set -E
+    trap 'fail "unexpected error at build.sh line $LINENO"' ERR
 
     install_packages
     ensure_deb_src
