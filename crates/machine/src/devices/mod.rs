@@ -9,6 +9,7 @@ pub mod plic;
 pub mod rtc;
 pub mod sifive_test;
 pub mod uart;
+pub mod virtio;
 
 /// A device window on the bus. `offset` is relative to the window base,
 /// `size` is 1, 2, 4 or 8 bytes and the access is naturally aligned.
