@@ -281,7 +281,7 @@ impl BlkState {
 /// Byte offset of a transfer of `len` bytes at `sector`, if it is a whole
 /// number of sectors, within the request limit and inside the disk.
 fn check_range(disk: &Disk, sector: u64, len: u64) -> Option<u64> {
-    if len % SECTOR != 0 || len > MAX_REQUEST_BYTES {
+    if len & (SECTOR - 1) != 0 || len > MAX_REQUEST_BYTES {
         return None;
     }
     let offset = sector.checked_mul(SECTOR)?;

@@ -55,7 +55,7 @@ pub(super) fn read(d: &mut VirtioMmio, offset: u64, size: u8) -> u64 {
     if (CONFIG..WINDOW).contains(&offset) {
         return read_config(d, offset - CONFIG, size);
     }
-    if size != 4 || offset % 4 != 0 {
+    if size != 4 || offset & 3 != 0 {
         return 0;
     }
     let q = d.queues.get(d.queue_sel as usize);
@@ -95,7 +95,7 @@ pub(super) fn write(d: &mut VirtioMmio, offset: u64, size: u8, value: u64) {
         // writable configuration fields.
         return;
     }
-    if size != 4 || offset % 4 != 0 {
+    if size != 4 || offset & 3 != 0 {
         return;
     }
     let v = value as u32;

@@ -249,10 +249,14 @@ impl VirtioMmio {
         }
     }
 
-    /// Queue `qi` was disabled by the driver: requests popped from it can
-    /// no longer be completed into it.
+    /// Queue `qi` was disabled by the driver: its ring indices start over
+    /// (a driver re-enables a queue only on freshly initialised rings) and
+    /// requests popped from it can no longer be completed into it.
     fn queue_disabled(&mut self, qi: usize) {
         self.pending_notify &= !(1 << qi);
+        if let Some(q) = self.queues.get_mut(qi) {
+            q.disable();
+        }
         if qi == 0 {
             match &mut self.dev {
                 DeviceState::Blk(b) => b.reset(),

@@ -78,6 +78,18 @@ pub struct Virtqueue {
 }
 
 impl Virtqueue {
+    /// QueueReady went from 1 to 0: keep the registers, forget the ring
+    /// position (a later enable starts on fresh rings, like a queue reset).
+    pub fn disable(&mut self) {
+        *self = Virtqueue {
+            num: self.num,
+            desc: self.desc,
+            driver: self.driver,
+            device: self.device,
+            ..Virtqueue::default()
+        };
+    }
+
     /// The queue size, checked: a power of two no larger than QueueNumMax.
     fn size(&self) -> Result<u16, Corrupt> {
         if self.num == 0 || self.num > QUEUE_NUM_MAX || !self.num.is_power_of_two() {
@@ -93,7 +105,7 @@ impl Virtqueue {
     fn validate(&self, ram: &Ram) -> Result<u16, Corrupt> {
         let size = self.size()?;
         let n = size as u64;
-        if self.desc % 16 != 0 || self.driver % 2 != 0 || self.device % 4 != 0 {
+        if self.desc & 15 != 0 || self.driver & 1 != 0 || self.device & 3 != 0 {
             return Err(Corrupt("misaligned ring"));
         }
         let areas = [
@@ -223,7 +235,7 @@ impl Virtqueue {
                 if d.flags & DESC_F_NEXT != 0 {
                     return Err(Corrupt("indirect descriptor with NEXT"));
                 }
-                if d.len == 0 || d.len % DESC_SIZE as u32 != 0 || d.len / 16 > MAX_INDIRECT {
+                if d.len == 0 || d.len & 15 != 0 || d.len / 16 > MAX_INDIRECT {
                     return Err(Corrupt("bad indirect table length"));
                 }
                 if ram.offset_of(d.addr, d.len as u64).is_none() {

@@ -616,6 +616,39 @@ fn queue_registers_frozen_while_ready() {
     assert_eq!(d.kick(0).len(), 1);
 }
 
+#[test]
+fn queue_disable_and_resetup() {
+    let mut d = Drv::up(DeviceConfig::Rng, ALL, 8);
+    for _ in 0..3 {
+        rng_works(&mut d);
+    }
+    // The driver tears the queue down and sets it up again on fresh rings
+    // elsewhere, without a device reset.
+    d.wr(reg::QUEUE_SEL, 0);
+    d.wr(reg::QUEUE_READY, 0);
+    d.qs[0] = DQ::default();
+    d.setup_queue(0, 4);
+    rng_works(&mut d);
+    assert!(!d.broken());
+}
+
+#[test]
+fn process_without_work_is_harmless() {
+    let mut d = Drv::up(DeviceConfig::Net { mac: MAC }, ALL, 8);
+    // DRIVER_OK made every queue pending once; nothing is posted.
+    assert!(d.dev.has_work());
+    d.run();
+    assert!(!d.dev.has_work());
+    let before = d.dev.clone();
+    let ram = d.ram.as_bytes().to_vec();
+    for _ in 0..3 {
+        d.dev.process(&mut d.ram, &mut d.out);
+    }
+    assert_eq!(d.dev, before);
+    assert_eq!(d.ram.as_bytes(), &ram[..]);
+    assert!(d.out.is_empty());
+}
+
 // ---------------------------------------------------------------------
 // virtio-blk
 // ---------------------------------------------------------------------
@@ -1993,55 +2026,189 @@ fn scribble(r: &mut Rng64, d: &mut Drv) {
     d.ram.write_bytes(area, &bytes);
 }
 
+/// Posts a well-formed (or nearly so) request suited to the device.
+fn fuzz_post(r: &mut Rng64, d: &mut Drv) {
+    let qi = r.below(d.qs.len().max(1) as u64) as usize;
+    let Some(q) = d.qs.get(qi) else {
+        return;
+    };
+    if q.free.len() < 4 {
+        return;
+    }
+    let bufs: Vec<Buf> = match d.dev.config() {
+        DeviceConfig::Blk { .. } => {
+            let t =
+                [BLK_IN, BLK_IN, BLK_OUT, BLK_OUT, BLK_FLUSH, BLK_GET_ID, 11][r.below(7) as usize];
+            let hdr = d.alloc(16);
+            let mut h = [0u8; 16];
+            h[0..4].copy_from_slice(&t.to_le_bytes());
+            h[8..16].copy_from_slice(&r.below(80).to_le_bytes());
+            d.put(hdr, &h);
+            let len = if r.chance(8) {
+                r.below(2000) as u32
+            } else {
+                512 * r.below(3) as u32
+            };
+            let data = d.alloc(len as u64);
+            let st = d.alloc(1);
+            let mut v = vec![(hdr, 16, false)];
+            if len > 0 {
+                v.push((data, len, t != BLK_OUT));
+            }
+            v.push((st, 1, true));
+            v
+        }
+        DeviceConfig::Net { .. } if qi == 0 => {
+            let len = [64, 1526, 20, 13][r.below(4) as usize];
+            vec![(d.alloc(len as u64), len, true)]
+        }
+        DeviceConfig::Net { .. } => {
+            let len = 12 + r.below(100) as u32;
+            vec![(d.alloc(len as u64), len, false)]
+        }
+        DeviceConfig::Rng => {
+            let len = 1 + r.below(64) as u32;
+            vec![(d.alloc(len as u64), len, true)]
+        }
+    };
+    if r.chance(3) && d.features & INDIRECT != 0 {
+        d.add_indirect(qi, &bufs);
+    } else {
+        d.add(qi, &bufs);
+    }
+    d.notify(qi);
+}
+
+/// Corrupts one field of a live driver-side queue (or random memory).
+fn fuzz_corrupt(r: &mut Rng64, d: &mut Drv) {
+    let Some(q) =
+        d.qs.get(r.below(d.qs.len().max(1) as u64) as usize)
+            .cloned()
+    else {
+        scribble(r, d);
+        return;
+    };
+    let addr = [
+        HEAP,
+        RAM_BASE + RAM_SIZE - 8,
+        0,
+        u64::MAX - 3,
+        r.next(),
+        q.desc,
+    ][r.below(6) as usize];
+    let len = [0, 1, 16, 512, 0xffff_ffff, r.next() as u32][r.below(6) as usize];
+    match r.below(5) {
+        0 => {
+            let i = r.below(q.size as u64);
+            let flags = r.below(8) as u16;
+            let next = r.below(q.size as u64 + 2) as u16;
+            d.write_desc(q.desc + 16 * i, addr, len, flags, next);
+        }
+        1 => {
+            let idx = d.get_u16(q.avail + 2).wrapping_add(r.below(3) as u16);
+            d.put_u16(q.avail + 2, idx);
+        }
+        2 => {
+            let slot = q.avail + 4 + 2 * r.below(q.size as u64);
+            d.put_u16(slot, r.below(q.size as u64 + 2) as u16);
+        }
+        3 => d.put_u16(q.avail + 4 + 2 * q.size as u64, r.next() as u16),
+        _ => scribble(r, d),
+    }
+}
+
 fn fuzz_one(seed: u64) -> (VirtioMmio, Vec<Output>, Vec<u8>) {
     let mut r = Rng64(seed);
     let cfg = match seed % 4 {
-        0 => blk_cfg(64, seed % 8 == 0),
+        0 => blk_cfg(64, seed & 7 == 0),
         1 => DeviceConfig::Net { mac: MAC },
         _ => DeviceConfig::Rng,
     };
     let mut d = Drv::new(cfg);
     let mut all_out = Vec::new();
-    if r.chance(4) {
-        // Start from a random (possibly absurd) set of registers.
-    } else {
+    // Requests the backend has not answered: (id, expected data length).
+    let mut outstanding: Vec<(u64, usize)> = Vec::new();
+    let init = |r: &mut Rng64, d: &mut Drv| {
         let size = 1 << r.below(6);
-        let want = if r.chance(3) { r.next() } else { ALL };
+        let want = if r.chance(4) { r.next() } else { ALL };
         d.init(want, size);
+    };
+    if !r.chance(8) {
+        init(&mut r, &mut d);
     }
-    for _ in 0..300 {
-        match r.below(10) {
-            0 | 1 => {
+    for _ in 0..400 {
+        match r.below(20) {
+            0 => {
                 let off = OFFSETS[r.below(OFFSETS.len() as u64) as usize];
                 let v = reg_value(&mut r, off);
                 d.wr(off, v);
             }
-            2 => {
+            1 => {
                 let off = r.below(0x110);
                 let size = [1, 2, 4, 8][r.below(4) as usize];
                 d.dev.read(off, size);
             }
-            3 | 4 => scribble(&mut r, &mut d),
-            5 => {
-                // A well-formed buffer, if the driver-side queue exists.
-                let qi = r.below(d.qs.len().max(1) as u64) as usize;
-                if d.qs.get(qi).is_some_and(|q| q.free.len() >= 2) {
-                    let a = d.alloc(64);
-                    let w = r.chance(2);
-                    d.add(qi, &[(a, 16, false), (a + 16, 48, w)]);
-                }
-                let qi = qi as u32;
-                d.wr(reg::QUEUE_NOTIFY, qi);
+            2..=4 => fuzz_corrupt(&mut r, &mut d),
+            5..=10 => fuzz_post(&mut r, &mut d),
+            11..=14 if !outstanding.is_empty() => {
+                let (id, len) = outstanding.remove(r.below(outstanding.len() as u64) as usize);
+                let len = if r.chance(8) {
+                    r.below(2000) as usize
+                } else {
+                    len
+                };
+                let data = vec![id as u8; len];
+                let input = match d.dev.config() {
+                    DeviceConfig::Rng => Input::RngData { slot: 3, id, data },
+                    _ => Input::BlkDone {
+                        slot: 3,
+                        id,
+                        status: if r.chance(8) { r.below(256) as u8 } else { 0 },
+                        data,
+                    },
+                };
+                d.apply(input);
             }
-            6 | 7 => {
+            15 => {
                 let next = d.dev.next_id;
                 let i = random_input(&mut r, next);
                 d.apply(i);
             }
-            _ => {}
+            16 | 17 => {
+                let len = r.below(1600) as usize;
+                d.apply(Input::NetRx {
+                    slot: 3,
+                    frame: vec![0xee; len],
+                });
+            }
+            18 if !d.dev.live() => init(&mut r, &mut d),
+            _ => {
+                let qi = r.below(3) as u32;
+                d.wr(reg::QUEUE_NOTIFY, qi);
+            }
         }
         d.run();
+        for o in &d.out {
+            match o {
+                Output::Blk { id, op, .. } => {
+                    let len = match op {
+                        BlkOp::Read { len, .. } => *len as usize,
+                        _ => 0,
+                    };
+                    outstanding.push((*id, len));
+                }
+                Output::Rng { id, len, .. } => outstanding.push((*id, *len as usize)),
+                _ => {}
+            }
+        }
         all_out.append(&mut d.out);
+        for qi in 0..d.qs.len() {
+            d.used(qi);
+        }
+        if r.chance(4) {
+            let s = d.rd(reg::INT_STATUS);
+            d.wr(reg::INT_ACK, s);
+        }
         assert_eq!(d.dev.irq_level(), d.dev.interrupt_status != 0);
         // Device state stays bounded.
         match &d.dev.dev {
