@@ -84,9 +84,11 @@ impl Console {
         let out: Option<Box<dyn Write>> = match target {
             ConsoleTarget::Stdio => Some(Box::new(io::stdout())),
             ConsoleTarget::Null => None,
-            ConsoleTarget::File(p) => Some(Box::new(
-                File::create(p).with_context(|| format!("cannot create console file {}", p.display()))?,
-            )),
+            ConsoleTarget::File(p) => {
+                Some(Box::new(File::create(p).with_context(|| {
+                    format!("cannot create console file {}", p.display())
+                })?))
+            }
         };
         let stdin_fd = io::stdin().as_raw_fd();
         // SAFETY: isatty only inspects the descriptor.
@@ -136,7 +138,8 @@ impl Console {
             return Ok(());
         }
         if let Some(out) = self.out.as_mut() {
-            out.write_all(bytes).context("cannot write console output")?;
+            out.write_all(bytes)
+                .context("cannot write console output")?;
             out.flush().ok();
         }
         Ok(())
@@ -180,7 +183,9 @@ pub fn parse_size(s: &str) -> Result<u64> {
         Some('g' | 'G') => (&s[..s.len() - 1], 1 << 30),
         _ => (s, 1 << 20),
     };
-    let n: u64 = num.parse().with_context(|| format!("bad memory size {s:?}"))?;
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("bad memory size {s:?}"))?;
     let bytes = n.checked_mul(mult).context("memory size overflows")?;
     if bytes == 0 || bytes % (1 << 20) != 0 {
         bail!("memory size {s:?} must be a non-zero multiple of 1 MiB");

@@ -20,7 +20,13 @@ fn guest_dir() -> PathBuf {
         .expect("run guest/build.sh");
     assert!(out.status.success(), "guest/build.sh failed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    PathBuf::from(stdout.lines().last().expect("guest/build.sh printed its output dir").trim())
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("guest/build.sh printed its output dir")
+            .trim(),
+    )
 }
 
 /// A guest console driven through pipes.
@@ -76,14 +82,20 @@ impl Guest {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 let _ = self.child.kill();
-                panic!("timed out waiting for {pat:?}; console so far:\n{}", self.seen);
+                panic!(
+                    "timed out waiting for {pat:?}; console so far:\n{}",
+                    self.seen
+                );
             }
             match self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(b) => self.seen.push_str(&String::from_utf8_lossy(&b)),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.wait().ok();
-                    panic!("ftvm exited ({status:?}) while waiting for {pat:?}; console:\n{}", self.seen);
+                    panic!(
+                        "ftvm exited ({status:?}) while waiting for {pat:?}; console:\n{}",
+                        self.seen
+                    );
                 }
             }
         }
@@ -91,7 +103,9 @@ impl Guest {
 
     fn send(&mut self, line: &str) {
         let stdin = self.child.stdin.as_mut().expect("stdin");
-        stdin.write_all(line.as_bytes()).expect("write to guest console");
+        stdin
+            .write_all(line.as_bytes())
+            .expect("write to guest console");
         stdin.write_all(b"\n").expect("write");
         stdin.flush().expect("flush");
     }
@@ -129,16 +143,39 @@ fn boots_linux_to_a_shell_and_answers() {
     g.expect("ftvm-guest: ready", Duration::from_secs(120));
     assert_eq!(g.sh("echo $((6*7))"), "42");
     assert_eq!(g.sh("uname -m"), "riscv64");
+    // The same file's md5 computed on the host from the recipe's copy.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let host = Command::new("md5sum")
+        .arg(root.join("guest/rootfs/etc/ftvm-test.txt"))
+        .output()
+        .expect("md5sum on the host");
+    let expected = String::from_utf8_lossy(&host.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let md5 = g.sh("md5sum /etc/ftvm-test.txt");
-    let expected = std::fs::read_to_string(guest_dir().join("ftvm-test.md5"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
-    assert!(md5.starts_with(&expected) && !expected.is_empty(), "md5sum said {md5:?}, expected {expected:?}");
-    assert_eq!(g.sh("awk 'BEGIN { printf \"%.6f\\n\", atan2(1, 1) * 4 / 3 }'"), "1.047198");
-    assert_eq!(g.sh("awk 'BEGIN { x = 0; for (i = 1; i <= 1000; i++) x += 1 / i; printf \"%.10f\\n\", x }'"), "7.4854708606");
+    assert!(
+        !expected.is_empty() && md5.starts_with(&expected),
+        "md5sum said {md5:?}, expected {expected:?}"
+    );
+    assert_eq!(
+        g.sh("awk 'BEGIN { printf \"%.6f\\n\", atan2(1, 1) * 4 / 3 }'"),
+        "1.047198"
+    );
+    assert_eq!(
+        g.sh(
+            "awk 'BEGIN { x = 0; for (i = 1; i <= 1000; i++) x += 1 / i; printf \"%.10f\\n\", x }'"
+        ),
+        "7.4854708606"
+    );
     // The RTC gave the guest the real date.
     let year: i32 = g.sh("date +%Y").parse().expect("a year");
     assert!(year >= 2024, "guest year {year}");
     g.send("poweroff -f");
-    assert_eq!(g.wait_exit(Duration::from_secs(60)), 0, "poweroff must exit with status 0");
+    assert_eq!(
+        g.wait_exit(Duration::from_secs(60)),
+        0,
+        "poweroff must exit with status 0"
+    );
 }

@@ -12,6 +12,12 @@ use serde::{Deserialize, Serialize};
 pub struct Ram {
     base: u64,
     words: Vec<u64>,
+    /// One bit per 4 KiB page written since the last [`Ram::take_dirty`].
+    /// Stores through the hart's TLB do not set it themselves: the hart marks
+    /// a page when it creates a store translation for it, and drops its store
+    /// translations whenever the bitmap is taken.
+    #[serde(skip)]
+    dirty: Vec<u64>,
 }
 
 impl std::fmt::Debug for Ram {
@@ -26,10 +32,32 @@ impl std::fmt::Debug for Ram {
 impl Ram {
     /// Zero-filled RAM of `size` bytes (rounded up to 8) at physical `base`.
     pub fn new(base: u64, size: u64) -> Self {
+        let pages = size.div_ceil(4096);
         Ram {
             base,
             words: vec![0; size.div_ceil(8) as usize],
+            dirty: vec![u64::MAX; pages.div_ceil(64) as usize],
         }
+    }
+
+    /// Marks the page holding `paddr` as written.
+    #[inline]
+    pub fn mark_dirty(&mut self, paddr: u64) {
+        let page = (paddr.wrapping_sub(self.base) >> 12) as usize;
+        if let Some(w) = self.dirty.get_mut(page / 64) {
+            *w |= 1 << (page % 64);
+        }
+    }
+
+    /// Returns the dirty-page bitmap (bit i = page i) and clears it. The
+    /// caller must also flush the hart's store translations
+    /// ([`crate::Hart::flush_store_tlb`]) so later stores are seen.
+    pub fn take_dirty(&mut self) -> Vec<u64> {
+        let pages = self.size().div_ceil(4096);
+        let fresh = vec![0; pages.div_ceil(64) as usize];
+        let mut d = std::mem::replace(&mut self.dirty, fresh);
+        d.resize(pages.div_ceil(64) as usize, u64::MAX); // after deserialisation: all dirty
+        d
     }
 
     pub fn base(&self) -> u64 {
@@ -53,7 +81,9 @@ impl Ram {
 
     pub fn as_bytes(&self) -> &[u8] {
         // SAFETY: u64 has no padding and any byte pattern is a valid u8.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.words.len() * 8) }
+        unsafe {
+            std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.words.len() * 8)
+        }
     }
 
     pub fn as_bytes_mut(&mut self) -> &mut [u8] {
@@ -68,6 +98,12 @@ impl Ram {
         match self.offset_of(paddr, data.len() as u64) {
             Some(off) => {
                 self.as_bytes_mut()[off..off + data.len()].copy_from_slice(data);
+                let (first, last) = (off >> 12, (off + data.len().max(1) - 1) >> 12);
+                for page in first..=last {
+                    if let Some(w) = self.dirty.get_mut(page / 64) {
+                        *w |= 1 << (page % 64);
+                    }
+                }
                 true
             }
             None => false,

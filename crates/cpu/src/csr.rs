@@ -365,7 +365,8 @@ impl Hart {
                     v = (v & !MSTATUS_MPP) | (old & MSTATUS_MPP); // reserved MPP: keep
                 }
                 c.mstatus = v;
-                effect.flush_tlb = (old ^ v) & (MSTATUS_SUM | MSTATUS_MXR | MSTATUS_MPRV | MSTATUS_MPP) != 0;
+                effect.flush_tlb =
+                    (old ^ v) & (MSTATUS_SUM | MSTATUS_MXR | MSTATUS_MPRV | MSTATUS_MPP) != 0;
             }
             MISA => {} // WARL: not writable
             MEDELEG => c.medeleg = value & MEDELEG_WRITABLE,

@@ -247,7 +247,11 @@ impl Hart {
 
     fn enter_trap(&mut self, code: u64, tval: u64, interrupt: bool) {
         self.reservation = None;
-        let deleg = if interrupt { self.csr.mideleg } else { self.csr.medeleg };
+        let deleg = if interrupt {
+            self.csr.mideleg
+        } else {
+            self.csr.medeleg
+        };
         let cause = code | if interrupt { 1 << 63 } else { 0 };
         let c = &mut self.csr;
         if self.prv != Privilege::Machine && (deleg >> code) & 1 != 0 {
@@ -375,7 +379,13 @@ impl Hart {
     }
 
     #[inline(always)]
-    fn load<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, va: u64, size: u64) -> Result<u64, Trap> {
+    fn load<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        va: u64,
+        size: u64,
+    ) -> Result<u64, Trap> {
         let vpn = va >> 12;
         let e = self.tlb.load[self.data_ctx][(vpn as usize) % TLB_ENTRIES];
         if e.vpn == vpn && (va & 0xfff) + size <= 0x1000 {
@@ -394,7 +404,13 @@ impl Hart {
     }
 
     #[cold]
-    fn load_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, va: u64, size: u64) -> Result<u64, Trap> {
+    fn load_slow<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        va: u64,
+        size: u64,
+    ) -> Result<u64, Trap> {
         if (va & 0xfff) + size > 0x1000 {
             // Misaligned across a page boundary: byte by byte.
             let mut v = 0u64;
@@ -420,7 +436,14 @@ impl Hart {
     }
 
     #[inline(always)]
-    fn store<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, va: u64, size: u64, v: u64) -> Result<(), Trap> {
+    fn store<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        va: u64,
+        size: u64,
+        v: u64,
+    ) -> Result<(), Trap> {
         let vpn = va >> 12;
         let e = self.tlb.store[self.data_ctx][(vpn as usize) % TLB_ENTRIES];
         if e.vpn == vpn && (va & 0xfff) + size <= 0x1000 {
@@ -440,7 +463,14 @@ impl Hart {
     }
 
     #[cold]
-    fn store_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, va: u64, size: u64, v: u64) -> Result<(), Trap> {
+    fn store_slow<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        va: u64,
+        size: u64,
+        v: u64,
+    ) -> Result<(), Trap> {
         if (va & 0xfff) + size > 0x1000 {
             // Check both pages before writing anything, so a fault leaves memory untouched.
             let second = (va | 0xfff).wrapping_add(1);
@@ -454,7 +484,7 @@ impl Hart {
         let pa = self.translate(ram, va, Access::Store)?;
         if let Some(page) = Self::ram_page(ram, pa) {
             self.tlb.insert(Access::Store, self.data_ctx, va, page);
-            ram.write_bytes(pa, &v.to_le_bytes()[..size as usize]);
+            ram.write_bytes(pa, &v.to_le_bytes()[..size as usize]); // also marks the page dirty
             return Ok(());
         }
         if va & (size - 1) != 0 {
@@ -483,6 +513,7 @@ impl Hart {
         match Self::ram_page(ram, pa) {
             Some(page) => {
                 self.tlb.insert(Access::Store, self.data_ctx, va, page);
+                ram.mark_dirty(pa);
                 // SAFETY: aligned access inside the page.
                 Ok(unsafe { page.add((pa & 0xfff) as usize) })
             }
@@ -493,7 +524,13 @@ impl Hart {
     // --------------------------------------------------------------- execute
 
     #[inline(always)]
-    fn execute<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, insn: u32, len: u64) -> Result<(), Trap> {
+    fn execute<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        insn: u32,
+        len: u64,
+    ) -> Result<(), Trap> {
         let rd = ((insn >> 7) & 31) as usize;
         let rs1 = ((insn >> 15) & 31) as usize;
         let rs2 = ((insn >> 20) & 31) as usize;
@@ -814,7 +851,13 @@ impl Hart {
         Ok(())
     }
 
-    fn system<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, insn: u32, next: u64) -> Result<(), Trap> {
+    fn system<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        insn: u32,
+        next: u64,
+    ) -> Result<(), Trap> {
         let _ = ram;
         let rd = ((insn >> 7) & 31) as usize;
         let rs1 = ((insn >> 15) & 31) as usize;
@@ -834,7 +877,8 @@ impl Hart {
                 0x1020_0073 => {
                     // SRET
                     if self.prv == Privilege::User
-                        || (self.prv == Privilege::Supervisor && self.csr.mstatus & MSTATUS_TSR != 0)
+                        || (self.prv == Privilege::Supervisor
+                            && self.csr.mstatus & MSTATUS_TSR != 0)
                     {
                         return Err(illegal);
                     }
@@ -896,7 +940,8 @@ impl Hart {
                 _ if insn >> 25 == 0x09 && rd == 0 => {
                     // SFENCE.VMA
                     if self.prv == Privilege::User
-                        || (self.prv == Privilege::Supervisor && self.csr.mstatus & MSTATUS_TVM != 0)
+                        || (self.prv == Privilege::Supervisor
+                            && self.csr.mstatus & MSTATUS_TVM != 0)
                     {
                         return Err(illegal);
                     }
@@ -911,12 +956,24 @@ impl Hart {
             return Err(illegal);
         }
         let csr = (insn >> 20) as u16;
-        let src = if funct3 & 4 != 0 { rs1 as u64 } else { self.x[rs1] };
+        let src = if funct3 & 4 != 0 {
+            rs1 as u64
+        } else {
+            self.x[rs1]
+        };
         let old = self.csr_read(csr, insn, bus)?;
+        // A read-modify-write of mip uses the software-writable SEIP bit, not
+        // the value ORed with the PLIC's line that a plain read returns
+        // (privileged spec 3.1.9); otherwise the line would latch.
+        let base = if csr == MIP {
+            (old & !IP_SEIP) | (self.csr.mip & IP_SEIP)
+        } else {
+            old
+        };
         let new = match funct3 & 3 {
             1 => Some(src),
-            2 => (rs1 != 0).then_some(old | src),
-            _ => (rs1 != 0).then_some(old & !src),
+            2 => (rs1 != 0).then_some(base | src),
+            _ => (rs1 != 0).then_some(base & !src),
         };
         if let Some(v) = new {
             let effect = self.csr_write(csr, v, insn)?;

@@ -41,7 +41,10 @@ impl Clone for Tlb {
 
 impl Tlb {
     pub fn new() -> Self {
-        let empty = [[TlbEntry { vpn: EMPTY, addend: 0 }; TLB_ENTRIES]; 4];
+        let empty = [[TlbEntry {
+            vpn: EMPTY,
+            addend: 0,
+        }; TLB_ENTRIES]; 4];
         Tlb {
             fetch: Box::new(empty),
             load: Box::new(empty),

@@ -86,7 +86,9 @@ impl Board {
         };
         consider(self.clint.mtimecmp);
         if let Some(alarm_ns) = self.rtc.next_alarm_ns() {
-            let ticks = alarm_ns.saturating_sub(self.boot_wallclock_ns).div_ceil(NS_PER_TICK);
+            let ticks = alarm_ns
+                .saturating_sub(self.boot_wallclock_ns)
+                .div_ceil(NS_PER_TICK);
             consider(ticks);
         }
         best
@@ -100,7 +102,9 @@ impl Board {
             t = Some(self.clint.mtimecmp);
         }
         if let Some(alarm_ns) = self.rtc.next_alarm_ns() {
-            let ticks = alarm_ns.saturating_sub(self.boot_wallclock_ns).div_ceil(NS_PER_TICK);
+            let ticks = alarm_ns
+                .saturating_sub(self.boot_wallclock_ns)
+                .div_ceil(NS_PER_TICK);
             t = Some(t.map_or(ticks, |x: u64| x.min(ticks)));
         }
         t
@@ -110,7 +114,10 @@ impl Board {
 impl Bus for Board {
     fn mmio_read(&mut self, paddr: u64, size: u8, icount: u64) -> Option<u64> {
         Some(match paddr {
-            CLINT_BASE..=0x0200_ffff => self.clint.read(paddr - CLINT_BASE, size, self.clock.now(icount)),
+            CLINT_BASE..=0x0200_ffff => {
+                self.clint
+                    .read(paddr - CLINT_BASE, size, self.clock.now(icount))
+            }
             PLIC_BASE..=0x0c5f_ffff => self.plic.read(paddr - PLIC_BASE, size),
             UART_BASE..=0x1000_00ff => self.uart.read(paddr - UART_BASE, size),
             RTC_BASE..=0x0010_1fff => {

@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 pub struct GuestClock {
     anchor_icount: u64,
     anchor_time: u64,
+    /// Interpolated time never passes this: the last host reading plus `max_ahead`.
+    limit_time: u64,
     steps_per_tick: u64,
     max_ahead: u64,
 }
@@ -26,6 +28,7 @@ impl GuestClock {
         GuestClock {
             anchor_icount: 0,
             anchor_time: 0,
+            limit_time: max_ahead,
             steps_per_tick: steps_per_tick.max(1),
             max_ahead,
         }
@@ -35,28 +38,30 @@ impl GuestClock {
     #[inline]
     pub fn now(&self, icount: u64) -> u64 {
         let steps = icount.saturating_sub(self.anchor_icount);
-        self.anchor_time + (steps / self.steps_per_tick).min(self.max_ahead)
+        (self.anchor_time + steps / self.steps_per_tick).min(self.limit_time)
     }
 
-    /// Applies a host time reading taken at step `icount`.
+    /// Applies a host time reading taken at step `icount`. Time never goes
+    /// backwards; interpolation may then run at most `max_ahead` ticks past
+    /// the host's reading.
     pub fn sync(&mut self, icount: u64, host_ticks: u64) {
         let t = self.now(icount).max(host_ticks);
         self.anchor_icount = icount;
         self.anchor_time = t;
+        self.limit_time = t.max(host_ticks.saturating_add(self.max_ahead));
     }
 
     /// First step at which time reaches `t`, given no further input; `None`
-    /// if it never does without input. Returns a step at or before `icount`
-    /// when `t` has already been reached.
+    /// if it never does without input. Returns a step at or before the
+    /// anchor when `t` has already been reached.
     pub fn step_reaching(&self, t: u64) -> Option<u64> {
         if t <= self.anchor_time {
             return Some(self.anchor_icount);
         }
-        let delta = t - self.anchor_time;
-        if delta > self.max_ahead {
+        if t > self.limit_time {
             return None;
         }
-        Some(self.anchor_icount + delta * self.steps_per_tick)
+        Some(self.anchor_icount + (t - self.anchor_time) * self.steps_per_tick)
     }
 }
 
@@ -69,12 +74,29 @@ mod tests {
         let mut c = GuestClock::new(10, 1000);
         assert_eq!(c.now(0), 0);
         assert_eq!(c.now(95), 9);
-        assert_eq!(c.now(1_000_000), 1000); // capped
-        c.sync(1_000_000, 500); // host behind: keep interpolated time
+        assert_eq!(c.now(1_000_000), 1000); // capped at host (0) + max_ahead
+        c.sync(1_000_000, 500); // host behind: keep time, but stop interpolating past 500 + 1000
         assert_eq!(c.now(1_000_000), 1000);
-        c.sync(1_000_010, 5000); // host ahead: jump
-        assert_eq!(c.now(1_000_010), 5000);
-        assert_eq!(c.now(1_000_030), 5002);
+        assert_eq!(c.now(2_000_000), 1500);
+        c.sync(2_000_000, 5000); // host ahead: jump
+        assert_eq!(c.now(2_000_000), 5000);
+        assert_eq!(c.now(2_000_030), 5003);
+    }
+
+    #[test]
+    fn fast_emulation_does_not_accumulate_a_lead() {
+        // 1000 quanta in which the emulator runs twice the nominal speed.
+        let mut c = GuestClock::new(10, 100);
+        let mut icount = 0;
+        for q in 1..=1000u64 {
+            icount += 2000; // 200 ticks' worth of steps per 100 host ticks
+            c.sync(icount, q * 100);
+            assert!(
+                c.now(icount) <= q * 100 + 100,
+                "quantum {q}: {}",
+                c.now(icount)
+            );
+        }
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub enum BlkOp {
     Read { offset: u64, len: u32 },
     /// Write `data` at byte offset `offset`; `fua` asks for it to be durable
     /// before completion.
-    Write { offset: u64, data: Vec<u8>, fua: bool },
+    Write {
+        offset: u64,
+        data: Vec<u8>,
+        fua: bool,
+    },
     /// Make every completed write durable.
     Flush,
     /// Discard `len` bytes at `offset` (optional for backends).

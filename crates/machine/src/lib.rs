@@ -12,8 +12,10 @@ pub mod input;
 pub mod layout;
 pub mod loader;
 mod machine;
+pub mod state;
 
 pub use devices::sifive_test::Finisher;
 pub use fdt::MmuType;
 pub use input::{BlkOp, Input, Output, Slot};
-pub use machine::{BuildError, Machine, MachineConfig, Stop};
+pub use machine::{BuildError, Machine, MachineConfig, MachineSpec, Stop};
+pub use state::{SnapshotError, StateDigest};

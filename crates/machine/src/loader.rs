@@ -48,7 +48,12 @@ pub fn is_linux_image(data: &[u8]) -> bool {
     data.len() >= 0x40 && &data[0x38..0x3c] == b"RSC\x05"
 }
 
-fn place(ram: &mut Ram, what: &'static str, addr: u64, data: &[u8]) -> Result<Placement, LoadError> {
+fn place(
+    ram: &mut Ram,
+    what: &'static str,
+    addr: u64,
+    data: &[u8],
+) -> Result<Placement, LoadError> {
     if !ram.write_bytes(addr, data) {
         return Err(LoadError::DoesNotFit {
             what,
@@ -64,7 +69,12 @@ fn place(ram: &mut Ram, what: &'static str, addr: u64, data: &[u8]) -> Result<Pl
 }
 
 /// Loads a raw binary at `addr`.
-pub fn load_raw(ram: &mut Ram, what: &'static str, addr: u64, data: &[u8]) -> Result<Placement, LoadError> {
+pub fn load_raw(
+    ram: &mut Ram,
+    what: &'static str,
+    addr: u64,
+    data: &[u8],
+) -> Result<Placement, LoadError> {
     if data.is_empty() {
         return Err(LoadError::Empty { what });
     }
@@ -73,25 +83,43 @@ pub fn load_raw(ram: &mut Ram, what: &'static str, addr: u64, data: &[u8]) -> Re
 
 /// Loads the PT_LOAD segments of an ELF64 RISC-V file at their physical
 /// addresses. Returns the entry point and the span covered.
-pub fn load_elf(ram: &mut Ram, what: &'static str, data: &[u8]) -> Result<(u64, Placement), LoadError> {
+pub fn load_elf(
+    ram: &mut Ram,
+    what: &'static str,
+    data: &[u8],
+) -> Result<(u64, Placement), LoadError> {
     use elf::abi::{EM_RISCV, PT_LOAD};
     use elf::endian::LittleEndian;
     let bad = |reason: String| LoadError::BadElf { what, reason };
-    let file = elf::ElfBytes::<LittleEndian>::minimal_parse(data).map_err(|e| bad(e.to_string()))?;
+    let file =
+        elf::ElfBytes::<LittleEndian>::minimal_parse(data).map_err(|e| bad(e.to_string()))?;
     if file.ehdr.class != elf::file::Class::ELF64 {
         return Err(bad("not a 64-bit ELF".into()));
     }
     if file.ehdr.e_machine != EM_RISCV {
-        return Err(bad(format!("machine type {} is not RISC-V", file.ehdr.e_machine)));
+        return Err(bad(format!(
+            "machine type {} is not RISC-V",
+            file.ehdr.e_machine
+        )));
     }
-    let segments = file.segments().ok_or_else(|| bad("no program headers".into()))?;
+    let segments = file
+        .segments()
+        .ok_or_else(|| bad("no program headers".into()))?;
     let mut span: Option<Placement> = None;
     for ph in segments.iter().filter(|p| p.p_type == PT_LOAD) {
         let off = ph.p_offset as usize;
         let filesz = ph.p_filesz as usize;
         let bytes = data
-            .get(off..off.checked_add(filesz).ok_or_else(|| bad("segment size overflows".into()))?)
-            .ok_or_else(|| bad(format!("segment at file offset {off:#x} runs past the end of the file")))?;
+            .get(
+                off..off
+                    .checked_add(filesz)
+                    .ok_or_else(|| bad("segment size overflows".into()))?,
+            )
+            .ok_or_else(|| {
+                bad(format!(
+                    "segment at file offset {off:#x} runs past the end of the file"
+                ))
+            })?;
         if ph.p_memsz < ph.p_filesz {
             return Err(bad("segment memory size smaller than file size".into()));
         }
@@ -157,7 +185,10 @@ mod tests {
         let mut ram = Ram::new(RAM_BASE, 1 << 20);
         let err = load_raw(&mut ram, "firmware", RAM_BASE + (1 << 20) - 2, &[1, 2, 3]).unwrap_err();
         assert!(err.to_string().contains("does not fit"), "{err}");
-        assert!(matches!(load_raw(&mut ram, "kernel", RAM_BASE, &[]), Err(LoadError::Empty { .. })));
+        assert!(matches!(
+            load_raw(&mut ram, "kernel", RAM_BASE, &[]),
+            Err(LoadError::Empty { .. })
+        ));
     }
 
     #[test]

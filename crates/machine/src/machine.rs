@@ -14,6 +14,7 @@ use crate::fdt::{self, FdtConfig, MmuType};
 use crate::input::{Input, Output};
 use crate::layout::{RAM_BASE, TIMEBASE_HZ};
 use crate::loader::{self, LoadError};
+use crate::state::DigestCache;
 
 /// Everything that defines the machine at power-on. Two machines built from
 /// equal configs are identical.
@@ -38,9 +39,61 @@ pub struct MachineConfig {
     pub mmu: MmuType,
 }
 
+/// Everything in a [`MachineConfig`] except the image bytes: what a log
+/// header or a backup needs to rebuild the same machine from the same images.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MachineSpec {
+    pub ram_size: u64,
+    pub has_bios: bool,
+    pub has_initrd: bool,
+    pub bootargs: String,
+    pub rng_seed: [u8; 32],
+    pub boot_wallclock_ns: u64,
+    pub steps_per_tick: u64,
+    pub max_ahead_ticks: u64,
+    pub mmu: MmuType,
+}
+
 impl MachineConfig {
-    /// A config with default timing: interpolation at 100 MIPS, at most
-    /// 10 ms ahead of the last host time reading.
+    /// The image-free part of this config.
+    pub fn spec(&self) -> MachineSpec {
+        MachineSpec {
+            ram_size: self.ram_size,
+            has_bios: self.bios.is_some(),
+            has_initrd: self.initrd.is_some(),
+            bootargs: self.bootargs.clone(),
+            rng_seed: self.rng_seed,
+            boot_wallclock_ns: self.boot_wallclock_ns,
+            steps_per_tick: self.steps_per_tick,
+            max_ahead_ticks: self.max_ahead_ticks,
+            mmu: self.mmu,
+        }
+    }
+
+    /// Rebuilds a config from a spec and the images it names.
+    pub fn from_spec(
+        spec: &MachineSpec,
+        bios: Option<Vec<u8>>,
+        kernel: Vec<u8>,
+        initrd: Option<Vec<u8>>,
+    ) -> Self {
+        MachineConfig {
+            ram_size: spec.ram_size,
+            bios,
+            kernel,
+            initrd,
+            bootargs: spec.bootargs.clone(),
+            rng_seed: spec.rng_seed,
+            boot_wallclock_ns: spec.boot_wallclock_ns,
+            steps_per_tick: spec.steps_per_tick,
+            max_ahead_ticks: spec.max_ahead_ticks,
+            mmu: spec.mmu,
+        }
+    }
+
+    /// A config with default timing: interpolation at 120 MIPS (about what
+    /// the interpreter does on Linux), at most 2 ms ahead of the last host
+    /// time reading.
     pub fn new(ram_size: u64, kernel: Vec<u8>) -> Self {
         MachineConfig {
             ram_size,
@@ -50,8 +103,8 @@ impl MachineConfig {
             bootargs: String::new(),
             rng_seed: [0; 32],
             boot_wallclock_ns: 0,
-            steps_per_tick: 100_000_000 / TIMEBASE_HZ,
-            max_ahead_ticks: TIMEBASE_HZ / 100,
+            steps_per_tick: 120_000_000 / TIMEBASE_HZ,
+            max_ahead_ticks: TIMEBASE_HZ / 500,
             mmu: MmuType::Sv48,
         }
     }
@@ -83,11 +136,13 @@ pub struct Machine {
     pub hart: Hart,
     pub ram: Ram,
     pub board: Board,
+    /// Derived: cached RAM chunk hashes for [`Machine::digest`].
+    pub(crate) digest_cache: DigestCache,
 }
 
 impl Machine {
     pub fn new(cfg: &MachineConfig) -> Result<Machine, BuildError> {
-        if cfg.ram_size == 0 || cfg.ram_size % (1 << 20) != 0 {
+        if cfg.ram_size == 0 || !cfg.ram_size.is_multiple_of(1 << 20) {
             return Err(BuildError::BadRamSize(cfg.ram_size));
         }
         let mut ram = Ram::new(RAM_BASE, cfg.ram_size);
@@ -98,7 +153,10 @@ impl Machine {
                 let (e, fw) = if loader::is_elf(bios) {
                     loader::load_elf(&mut ram, "firmware", bios)?
                 } else {
-                    (RAM_BASE, loader::load_raw(&mut ram, "firmware", RAM_BASE, bios)?)
+                    (
+                        RAM_BASE,
+                        loader::load_raw(&mut ram, "firmware", RAM_BASE, bios)?,
+                    )
                 };
                 entry = e;
                 let (_, k) = loader::load_kernel(&mut ram, &cfg.kernel)?;
@@ -115,7 +173,10 @@ impl Machine {
                 let (e, k) = if loader::is_elf(&cfg.kernel) {
                     loader::load_elf(&mut ram, "kernel", &cfg.kernel)?
                 } else {
-                    (RAM_BASE, loader::load_raw(&mut ram, "kernel", RAM_BASE, &cfg.kernel)?)
+                    (
+                        RAM_BASE,
+                        loader::load_raw(&mut ram, "kernel", RAM_BASE, &cfg.kernel)?,
+                    )
                 };
                 entry = e;
                 kernel_end = k.end;
@@ -155,6 +216,7 @@ impl Machine {
             hart,
             ram,
             board: Board::new(clock, cfg.boot_wallclock_ns),
+            digest_cache: DigestCache::default(),
         })
     }
 
