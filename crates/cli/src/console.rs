@@ -6,10 +6,12 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::mpsc::{self, Receiver};
+use std::sync::mpsc::Sender;
 use std::thread;
 
 use anyhow::{bail, Context, Result};
+
+use crate::events::HostEvent;
 
 /// Where console output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,7 +69,6 @@ impl Drop for RawMode {
 
 pub struct Console {
     out: Option<Box<dyn Write>>,
-    rx: Option<Receiver<Vec<u8>>>,
     _raw: Option<RawMode>,
     escape_pending: bool,
     interactive: bool,
@@ -80,7 +81,9 @@ pub enum Filtered {
 }
 
 impl Console {
-    pub fn open(target: &ConsoleTarget, read_stdin: bool) -> Result<Console> {
+    /// Opens the console; if `input` is given, a thread forwards stdin to it.
+    pub fn open(target: &ConsoleTarget, input: Option<Sender<HostEvent>>) -> Result<Console> {
+        let read_stdin = input.is_some();
         let out: Option<Box<dyn Write>> = match target {
             ConsoleTarget::Stdio => Some(Box::new(io::stdout())),
             ConsoleTarget::Null => None,
@@ -98,8 +101,7 @@ impl Console {
         } else {
             None
         };
-        let rx = if read_stdin {
-            let (tx, rx) = mpsc::channel();
+        if let Some(tx) = input {
             thread::Builder::new()
                 .name("console-in".into())
                 .spawn(move || {
@@ -109,7 +111,7 @@ impl Console {
                         match stdin.read(&mut buf) {
                             Ok(0) | Err(_) => break,
                             Ok(n) => {
-                                if tx.send(buf[..n].to_vec()).is_err() {
+                                if tx.send(HostEvent::Console(buf[..n].to_vec())).is_err() {
                                     break;
                                 }
                             }
@@ -117,16 +119,12 @@ impl Console {
                     }
                 })
                 .context("cannot start the console input thread")?;
-            Some(rx)
-        } else {
-            None
-        };
+        }
         if interactive {
             eprint!("ftvm: console attached; press Ctrl-A x to quit\r\n");
         }
         Ok(Console {
             out,
-            rx,
             _raw: raw,
             escape_pending: false,
             interactive,
@@ -143,10 +141,6 @@ impl Console {
             out.flush().ok();
         }
         Ok(())
-    }
-
-    pub fn receiver(&self) -> Option<&Receiver<Vec<u8>>> {
-        self.rx.as_ref()
     }
 
     /// Applies the `Ctrl-A x` escape (interactive terminals only).

@@ -2,7 +2,12 @@
 //! line and an exit status, and hands each subcommand to its module.
 
 mod console;
+mod devices;
+mod driver;
+mod events;
 mod guest;
+mod machine_args;
+mod replay;
 mod run;
 
 use std::process::ExitCode;
@@ -27,6 +32,10 @@ struct Cli {
 enum Command {
     /// Boot a guest. With no options, boots the image built by guest/build.sh.
     Run(run::RunArgs),
+    /// Run like `run`, writing every input to a log for `ftvm replay`.
+    Record(run::RecordArgs),
+    /// Re-execute a recorded log without host I/O and check it matches.
+    Replay(replay::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +49,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Record(args) => run::record(args),
+        Command::Replay(args) => replay::replay(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -11,9 +11,11 @@ use crate::devices::plic::Plic;
 use crate::devices::rtc::GoldfishRtc;
 use crate::devices::sifive_test::{Finisher, SifiveTest};
 use crate::devices::uart::Uart16550;
+use crate::devices::virtio::{DeviceConfig, VirtioMmio};
 use crate::devices::MmioDevice;
-use crate::input::Output;
+use crate::input::{Input, Output};
 use crate::layout::*;
+use ftvm_cpu::Ram;
 
 /// Nanoseconds per guest tick.
 const NS_PER_TICK: u64 = 1_000_000_000 / TIMEBASE_HZ;
@@ -26,6 +28,8 @@ pub struct Board {
     pub uart: Uart16550,
     pub rtc: GoldfishRtc,
     pub test: SifiveTest,
+    /// virtio-mmio slots; `None` where nothing is plugged in.
+    pub virtio: Vec<Option<VirtioMmio>>,
     /// Wall-clock time (ns since the Unix epoch) at guest time zero.
     pub boot_wallclock_ns: u64,
     /// Outputs produced and not yet taken by the driver, in order.
@@ -37,8 +41,14 @@ pub struct Board {
 }
 
 impl Board {
-    pub fn new(clock: GuestClock, boot_wallclock_ns: u64) -> Self {
+    /// A board with the given virtio devices in slots 0, 1, 2, ...
+    pub fn new(clock: GuestClock, boot_wallclock_ns: u64, virtio: &[DeviceConfig]) -> Self {
+        let mut slots: Vec<Option<VirtioMmio>> = (0..VIRTIO_SLOTS).map(|_| None).collect();
+        for (i, cfg) in virtio.iter().enumerate().take(VIRTIO_SLOTS as usize) {
+            slots[i] = Some(VirtioMmio::new(i as u8, cfg.clone()));
+        }
         Board {
+            virtio: slots,
             clock,
             clint: Clint::default(),
             plic: Plic::new(),
@@ -64,12 +74,43 @@ impl Board {
         self.rtc.tick(wall);
         self.plic.set_level(UART_IRQ, self.uart.irq_level());
         self.plic.set_level(RTC_IRQ, self.rtc.irq_level());
+        for (i, dev) in self.virtio.iter().enumerate() {
+            if let Some(d) = dev {
+                self.plic
+                    .set_level(VIRTIO_IRQ_BASE + i as u32, d.irq_level());
+            }
+        }
         (
             self.clint.msip,
             self.clint.mtip(now),
             self.plic.context_pending(0),
             self.plic.context_pending(1),
         )
+    }
+
+    /// Lets virtio devices act on notifications (with guest RAM at hand);
+    /// their outputs join the output queue.
+    pub fn process_virtio(&mut self, ram: &mut Ram) {
+        for d in self.virtio.iter_mut().flatten() {
+            if d.has_work() {
+                d.process(ram, &mut self.outputs);
+            }
+        }
+    }
+
+    /// Hands a device input to the virtio device in its slot (ignored if
+    /// the slot is empty).
+    pub fn apply_virtio(&mut self, slot: u8, input: &Input, ram: &mut Ram) {
+        if let Some(Some(d)) = self.virtio.get_mut(slot as usize) {
+            d.apply(input, ram);
+        }
+    }
+
+    fn virtio_slot(&mut self, paddr: u64) -> Option<(&mut VirtioMmio, u64)> {
+        let rel = paddr.checked_sub(VIRTIO_BASE)?;
+        let slot = (rel / VIRTIO_STRIDE) as usize;
+        let dev = self.virtio.get_mut(slot)?.as_mut()?;
+        Some((dev, rel % VIRTIO_STRIDE))
     }
 
     /// The first step after `icount` at which an interrupt line can change
@@ -126,6 +167,10 @@ impl Bus for Board {
                 self.rtc.read(paddr - RTC_BASE, size)
             }
             TEST_BASE..=0x0010_0fff => self.test.read(paddr - TEST_BASE, size),
+            VIRTIO_BASE..=0x1000_8fff => {
+                let (dev, off) = self.virtio_slot(paddr)?;
+                dev.read(off, size)
+            }
             _ => return None,
         })
     }
@@ -155,6 +200,10 @@ impl Bus for Board {
                     self.finisher = Some(f);
                 }
             }
+            VIRTIO_BASE..=0x1000_8fff => match self.virtio_slot(paddr) {
+                Some((dev, off)) => dev.write(off, size, value),
+                None => return false,
+            },
             _ => return false,
         }
         true

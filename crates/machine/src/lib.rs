@@ -15,6 +15,7 @@ mod machine;
 pub mod state;
 
 pub use devices::sifive_test::Finisher;
+pub use devices::virtio::DeviceConfig;
 pub use fdt::MmuType;
 pub use input::{BlkOp, Input, Output, Slot};
 pub use machine::{BuildError, Machine, MachineConfig, MachineSpec, Stop};

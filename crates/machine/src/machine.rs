@@ -10,9 +10,10 @@ use thiserror::Error;
 use crate::board::Board;
 use crate::clock::GuestClock;
 use crate::devices::sifive_test::Finisher;
+use crate::devices::virtio::DeviceConfig;
 use crate::fdt::{self, FdtConfig, MmuType};
 use crate::input::{Input, Output};
-use crate::layout::{RAM_BASE, TIMEBASE_HZ};
+use crate::layout::{RAM_BASE, TIMEBASE_HZ, VIRTIO_SLOTS};
 use crate::loader::{self, LoadError};
 use crate::state::DigestCache;
 
@@ -37,6 +38,8 @@ pub struct MachineConfig {
     /// How far (ticks) interpolated time may run past the last time input.
     pub max_ahead_ticks: u64,
     pub mmu: MmuType,
+    /// virtio devices, plugged into slots 0, 1, 2, ... in this order.
+    pub virtio: Vec<DeviceConfig>,
 }
 
 /// Everything in a [`MachineConfig`] except the image bytes: what a log
@@ -52,6 +55,7 @@ pub struct MachineSpec {
     pub steps_per_tick: u64,
     pub max_ahead_ticks: u64,
     pub mmu: MmuType,
+    pub virtio: Vec<DeviceConfig>,
 }
 
 impl MachineConfig {
@@ -67,6 +71,7 @@ impl MachineConfig {
             steps_per_tick: self.steps_per_tick,
             max_ahead_ticks: self.max_ahead_ticks,
             mmu: self.mmu,
+            virtio: self.virtio.clone(),
         }
     }
 
@@ -88,6 +93,7 @@ impl MachineConfig {
             steps_per_tick: spec.steps_per_tick,
             max_ahead_ticks: spec.max_ahead_ticks,
             mmu: spec.mmu,
+            virtio: spec.virtio.clone(),
         }
     }
 
@@ -106,6 +112,7 @@ impl MachineConfig {
             steps_per_tick: 120_000_000 / TIMEBASE_HZ,
             max_ahead_ticks: TIMEBASE_HZ / 500,
             mmu: MmuType::Sv48,
+            virtio: Vec::new(),
         }
     }
 }
@@ -116,6 +123,10 @@ pub enum BuildError {
     BadRamSize(u64),
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("{} virtio devices requested; the board has {VIRTIO_SLOTS} slots", .0)]
+    TooManyDevices(usize),
+    #[error("disk in virtio slot {slot}: size {size} bytes is not a non-zero multiple of 512")]
+    BadDiskSize { slot: usize, size: u64 },
     #[error("device tree: {0}")]
     Fdt(#[from] fdt::FdtError),
 }
@@ -144,6 +155,19 @@ impl Machine {
     pub fn new(cfg: &MachineConfig) -> Result<Machine, BuildError> {
         if cfg.ram_size == 0 || !cfg.ram_size.is_multiple_of(1 << 20) {
             return Err(BuildError::BadRamSize(cfg.ram_size));
+        }
+        if cfg.virtio.len() > VIRTIO_SLOTS as usize {
+            return Err(BuildError::TooManyDevices(cfg.virtio.len()));
+        }
+        for (slot, d) in cfg.virtio.iter().enumerate() {
+            if let DeviceConfig::Blk { capacity_bytes, .. } = d {
+                if *capacity_bytes == 0 || !capacity_bytes.is_multiple_of(512) {
+                    return Err(BuildError::BadDiskSize {
+                        slot,
+                        size: *capacity_bytes,
+                    });
+                }
+            }
         }
         let mut ram = Ram::new(RAM_BASE, cfg.ram_size);
         let entry;
@@ -196,7 +220,7 @@ impl Machine {
             bootargs: cfg.bootargs.clone(),
             initrd,
             rng_seed: cfg.rng_seed,
-            virtio_slots: Vec::new(),
+            virtio_slots: (0..cfg.virtio.len() as u32).collect(),
             mmu_type: cfg.mmu,
         })?;
         let dtb_addr = loader::fdt_address(cfg.ram_size, dtb.len() as u64);
@@ -215,7 +239,7 @@ impl Machine {
         Ok(Machine {
             hart,
             ram,
-            board: Board::new(clock, cfg.boot_wallclock_ns),
+            board: Board::new(clock, cfg.boot_wallclock_ns, &cfg.virtio),
             digest_cache: DigestCache::default(),
         })
     }
@@ -235,8 +259,9 @@ impl Machine {
         match input {
             Input::Time(t) => self.board.clock.sync(self.hart.icount, *t),
             Input::ConsoleRx(bytes) => self.board.uart.push_input(bytes),
-            // Devices that do not exist yet ignore their inputs.
-            Input::NetRx { .. } | Input::BlkDone { .. } | Input::RngData { .. } => {}
+            Input::NetRx { slot, .. }
+            | Input::BlkDone { slot, .. }
+            | Input::RngData { slot, .. } => self.board.apply_virtio(*slot, input, &mut self.ram),
         }
         self.sync_irqs();
     }
@@ -260,6 +285,7 @@ impl Machine {
             }
             match self.hart.run(&mut self.ram, &mut self.board, lim) {
                 Exit::Device => {
+                    self.board.process_virtio(&mut self.ram);
                     if let Some(f) = self.board.finisher.take() {
                         return Stop::Finished(f);
                     }

@@ -1,0 +1,256 @@
+//! virtio devices on the command line (`--drive`, `--net`, `--no-rng`) and
+//! the host backends that serve them: raw disk images, TAP devices (each
+//! with a reader thread feeding the driver) and the host entropy source.
+//! Slots are assigned in a fixed order: drives, then network cards, then
+//! the RNG, so the first drive is always `/dev/vda`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::thread;
+
+use anyhow::{bail, Context, Result};
+use ftvm_host::{DiskImage, TapDevice, TapStopper};
+use ftvm_machine::{BlkOp, DeviceConfig, Input, Slot};
+
+use crate::events::HostEvent;
+
+/// `--drive file=PATH[,readonly]` (a bare PATH also works).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriveSpec {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+impl std::str::FromStr for DriveSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut path = None;
+        let mut read_only = false;
+        for part in s.split(',') {
+            match part.split_once('=') {
+                Some(("file", p)) => path = Some(PathBuf::from(p)),
+                Some(("readonly", v)) => read_only = matches!(v, "on" | "true" | "yes" | "1"),
+                None if part == "readonly" || part == "ro" => read_only = true,
+                None if path.is_none() && !part.is_empty() => path = Some(PathBuf::from(part)),
+                _ => {
+                    return Err(format!(
+                        "unknown drive option {part:?} (expected file=PATH[,readonly])"
+                    ))
+                }
+            }
+        }
+        let path = path.ok_or("--drive needs file=PATH")?;
+        Ok(DriveSpec { path, read_only })
+    }
+}
+
+/// `--net tap:NAME[,mac=52:54:00:12:34:56]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetSpec {
+    pub tap: String,
+    pub mac: [u8; 6],
+}
+
+pub const DEFAULT_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
+
+pub fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return Err(format!("bad MAC address {s:?}"));
+    }
+    let mut mac = [0u8; 6];
+    for (m, p) in mac.iter_mut().zip(parts) {
+        *m = u8::from_str_radix(p, 16).map_err(|_| format!("bad MAC address {s:?}"))?;
+    }
+    if mac[0] & 1 != 0 {
+        return Err(format!("MAC address {s:?} is a multicast address"));
+    }
+    Ok(mac)
+}
+
+impl std::str::FromStr for NetSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut parts = s.split(',');
+        let first = parts.next().unwrap_or_default();
+        let tap = first
+            .strip_prefix("tap:")
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| format!("unsupported network backend {first:?} (expected tap:NAME)"))?
+            .to_string();
+        let mut mac = DEFAULT_MAC;
+        for p in parts {
+            match p.split_once('=') {
+                Some(("mac", m)) => mac = parse_mac(m)?,
+                _ => {
+                    return Err(format!(
+                        "unknown network option {p:?} (expected mac=XX:XX:XX:XX:XX:XX)"
+                    ))
+                }
+            }
+        }
+        Ok(NetSpec { tap, mac })
+    }
+}
+
+/// The virtio device list for the machine config, and what serves each slot.
+pub struct Backends {
+    pub disks: BTreeMap<Slot, DiskImage>,
+    pub taps: BTreeMap<Slot, TapDevice>,
+    stoppers: Vec<TapStopper>,
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        for s in &self.stoppers {
+            s.stop();
+        }
+    }
+}
+
+/// Opens every backend, so that a bad image or a busy TAP is reported
+/// before the machine starts. Returns the device configs in slot order.
+pub fn open(
+    drives: &[DriveSpec],
+    nets: &[NetSpec],
+    rng: bool,
+) -> Result<(Vec<DeviceConfig>, Backends)> {
+    let mut cfgs = Vec::new();
+    let mut b = Backends {
+        disks: BTreeMap::new(),
+        taps: BTreeMap::new(),
+        stoppers: Vec::new(),
+    };
+    for d in drives {
+        let disk = DiskImage::open(&d.path, d.read_only)
+            .with_context(|| format!("drive {}", d.path.display()))?;
+        cfgs.push(DeviceConfig::Blk {
+            capacity_bytes: disk.size(),
+            read_only: d.read_only,
+        });
+        b.disks.insert((cfgs.len() - 1) as Slot, disk);
+    }
+    for n in nets {
+        let tap =
+            TapDevice::open(&n.tap).with_context(|| format!("network backend tap:{}", n.tap))?;
+        cfgs.push(DeviceConfig::Net { mac: n.mac });
+        b.taps.insert((cfgs.len() - 1) as Slot, tap);
+    }
+    if rng {
+        cfgs.push(DeviceConfig::Rng);
+    }
+    if cfgs.len() > ftvm_machine::layout::VIRTIO_SLOTS as usize {
+        bail!(
+            "{} virtio devices requested; the board has {} slots",
+            cfgs.len(),
+            ftvm_machine::layout::VIRTIO_SLOTS
+        );
+    }
+    Ok((cfgs, b))
+}
+
+impl Backends {
+    /// Starts a reader thread per TAP device, forwarding frames to `tx`.
+    pub fn start_readers(&mut self, tx: &Sender<HostEvent>) -> Result<()> {
+        for (&slot, tap) in &self.taps {
+            let reader = tap.try_clone().context("cannot clone the TAP handle")?;
+            self.stoppers.push(reader.stopper());
+            let tx = tx.clone();
+            thread::Builder::new()
+                .name(format!("tap-{slot}"))
+                .spawn(move || {
+                    let mut buf = vec![0u8; ftvm_host::tap::MAX_FRAME];
+                    loop {
+                        match reader.recv(&mut buf) {
+                            Ok(n) => {
+                                if tx.send(HostEvent::Frame(slot, buf[..n].to_vec())).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => {
+                                if !reader.stopper().is_stopped() {
+                                    tracing::warn!("TAP reader for slot {slot} stopped: {e}");
+                                }
+                                break;
+                            }
+                        }
+                    }
+                })
+                .context("cannot start a TAP reader thread")?;
+        }
+        Ok(())
+    }
+
+    /// Serves a block request; returns the completion input.
+    pub fn block(&self, slot: Slot, id: u64, op: &BlkOp) -> Input {
+        let (status, data) = match self.disks.get(&slot) {
+            None => (1, Vec::new()),
+            Some(disk) => {
+                let r = match op {
+                    BlkOp::Read { offset, len } => disk.read_at(*offset, *len as usize),
+                    BlkOp::Write { offset, data, fua } => {
+                        disk.write_at(*offset, data, *fua).map(|_| Vec::new())
+                    }
+                    BlkOp::Flush => disk.flush().map(|_| Vec::new()),
+                    BlkOp::Discard { offset, len } => {
+                        disk.discard(*offset, *len).map(|_| Vec::new())
+                    }
+                };
+                match r {
+                    Ok(d) => (0, d),
+                    Err(e) => {
+                        tracing::error!("disk I/O failed, the guest sees an I/O error: {e}");
+                        (1, Vec::new())
+                    }
+                }
+            }
+        };
+        Input::BlkDone {
+            slot,
+            id,
+            status,
+            data,
+        }
+    }
+
+    /// Sends a frame out of the TAP in `slot`.
+    pub fn transmit(&self, slot: Slot, frame: &[u8]) {
+        if let Some(tap) = self.taps.get(&slot) {
+            if let Err(e) = tap.send(frame) {
+                tracing::debug!("TAP send failed (frame dropped, as a NIC would): {e}");
+            }
+        }
+    }
+}
+
+/// Entropy for a virtio-rng request.
+pub fn entropy(slot: Slot, id: u64, len: u32) -> Input {
+    let mut data = vec![0u8; len as usize];
+    if let Err(e) = ftvm_host::entropy::fill(&mut data) {
+        tracing::error!("host entropy failed: {e}");
+        data.clear();
+    }
+    Input::RngData { slot, id, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_drive_and_net_specs() {
+        let d: DriveSpec = "file=/tmp/x.img,readonly".parse().unwrap();
+        assert_eq!(d.path, PathBuf::from("/tmp/x.img"));
+        assert!(d.read_only);
+        let d: DriveSpec = "/tmp/y.img".parse().unwrap();
+        assert!(!d.read_only);
+        assert!("file=a,bogus=1".parse::<DriveSpec>().is_err());
+        let n: NetSpec = "tap:tap0,mac=02:00:00:00:00:01".parse().unwrap();
+        assert_eq!(n.tap, "tap0");
+        assert_eq!(n.mac, [2, 0, 0, 0, 0, 1]);
+        assert!("user".parse::<NetSpec>().is_err());
+        assert!("tap:t,mac=01:00:00:00:00:00".parse::<NetSpec>().is_err());
+    }
+}

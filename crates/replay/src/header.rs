@@ -1,0 +1,66 @@
+//! The log header for a machine: the canonical encoding of its
+//! [`MachineSpec`] with the paths its images were loaded from, and the
+//! identity (size, SHA-256) of every image, so that a replay with different
+//! images, or of a different machine, is refused before a single step runs.
+
+use ftvm_log::{ImageId, LogHeader};
+use ftvm_machine::{MachineConfig, MachineSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum HeaderError {
+    #[error("the log's machine description is unreadable: {0}")]
+    Spec(String),
+}
+
+/// What the header's machine-config field holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedConfig {
+    pub spec: MachineSpec,
+    /// Where each image ("firmware", "kernel", "initrd") was loaded from.
+    pub image_paths: Vec<(String, String)>,
+}
+
+/// Size and SHA-256 of an image, under a role name ("firmware", "kernel", …).
+pub fn image_id(role: &str, bytes: &[u8]) -> ImageId {
+    ImageId {
+        role: role.to_string(),
+        size: bytes.len() as u64,
+        sha256: Sha256::digest(bytes).into(),
+    }
+}
+
+/// The header describing `cfg`, whose images were read from `image_paths`.
+pub fn log_header(
+    cfg: &MachineConfig,
+    image_paths: Vec<(String, String)>,
+    digest_interval: u64,
+    created_unix_ms: u64,
+) -> LogHeader {
+    let mut images = Vec::new();
+    if let Some(b) = &cfg.bios {
+        images.push(image_id("firmware", b));
+    }
+    images.push(image_id("kernel", &cfg.kernel));
+    if let Some(i) = &cfg.initrd {
+        images.push(image_id("initrd", i));
+    }
+    let rc = RecordedConfig {
+        spec: cfg.spec(),
+        image_paths,
+    };
+    LogHeader {
+        machine_config: postcard::to_stdvec(&rc).unwrap_or_default(),
+        images,
+        created_unix_ms,
+        producer: format!("ftvm {}", env!("CARGO_PKG_VERSION")),
+        digest_interval,
+    }
+}
+
+/// The recorded configuration stored in a header.
+pub fn recorded_config(h: &LogHeader) -> Result<RecordedConfig, HeaderError> {
+    postcard::from_bytes(&h.machine_config).map_err(|e| HeaderError::Spec(e.to_string()))
+}
