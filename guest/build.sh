@@ -147,9 +147,10 @@ ensure_deb_src() {
 # ---------------------------------------------------------------------------------------------
 # Stage: kernel
 stage_kernel() {
-    local src=$SCRATCH/linux kmake
+    local src=$SCRATCH/linux kmake stamp
+    stamp=$(LC_ALL=C date -u -d "@$SOURCE_DATE_EPOCH")
     kmake=(make -C "$src" ARCH=riscv "CROSS_COMPILE=$CROSS" -j"$(nproc)"
-        KBUILD_BUILD_TIMESTAMP="@$SOURCE_DATE_EPOCH" KBUILD_BUILD_USER=ftvm KBUILD_BUILD_HOST=ftvm)
+        "KBUILD_BUILD_TIMESTAMP=$stamp" KBUILD_BUILD_USER=ftvm KBUILD_BUILD_HOST=ftvm)
 
     progress "unpacking $(basename "$KERNEL_TARBALL")"
     mkdir -p "$src"
@@ -162,7 +163,7 @@ stage_kernel() {
     run "${kmake[@]}" olddefconfig
     check_config "$GUEST_DIR/kernel.config" "$src/.config" "kernel"
 
-    progress "compiling Image (make -j$(nproc); ~2-3 min)"
+    progress "compiling Image (make -j$(nproc); 2-3 min on an idle 2-core machine)"
     run "${kmake[@]}" Image
     # A RISC-V Image carries the magic "RSC\x05" at offset 0x38.
     [[ $(od -An -tx1 -j56 -N4 "$src/arch/riscv/boot/Image" | tr -d ' ') == 52534305 ]] ||
