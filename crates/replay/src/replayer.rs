@@ -37,9 +37,9 @@ impl fmt::Display for Divergence {
 
 #[derive(Debug, Error)]
 pub enum ReplayError {
-    #[error("log: {0}")]
+    #[error("the log is damaged")]
     Log(#[from] LogError),
-    #[error("log entry {index} (step {icount}): {source}")]
+    #[error("log entry {index} (step {icount}) is malformed")]
     Codec {
         index: u64,
         icount: u64,
@@ -54,6 +54,8 @@ pub enum ReplayError {
         expected: u64,
         after: u64,
     },
+    #[error("the log has entries after the recorder's end record (first at step {icount})")]
+    AfterEnd { icount: u64 },
     #[error("the log ends at step {at} without the recorder's end record (was the recording cut short?)")]
     NoEndRecord { at: u64 },
     #[error("the log's entry at step {expected} lies before the machine's current step {at}")]
@@ -284,12 +286,17 @@ impl<'a> Replayer<'a> {
                 self.digests += 1;
             }
             Record::End(end) => {
+                // Nothing may follow but the log's own end frame: a log cut
+                // or damaged after the end record is still a damaged log.
+                if let Some(e) = self.reader.next_entry()? {
+                    return Err(ReplayError::AfterEnd { icount: e.icount });
+                }
                 return Ok(Some(ReplayOutcome {
                     end,
                     icount,
                     inputs: self.inputs,
                     digests: self.digests,
-                }))
+                }));
             }
         }
         Ok(None)

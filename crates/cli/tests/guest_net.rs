@@ -1,0 +1,690 @@
+//! End-to-end tests for disks and networking: the real ftvm binary boots the
+//! guest from `guest/build.sh` (or `FTVM_GUEST_DIR`) with a virtio-blk disk
+//! image and a virtio-net card on the TAP `tap0` of a test network built by
+//! `scripts/netns.sh` (see docs/network.md). The guest configures eth0 as
+//! 10.77.0.2/24 (`ftvm.ip=`), mounts the disk on /data and serves redis
+//! (`ftvm.redis`); clients run in the client namespace.
+//!
+//! The network tests need root and `/dev/net/tun` (and the host's
+//! `redis-cli`/`redis-benchmark` from `redis-tools`); without them they print
+//! a note and pass. Each test gets its own network prefix, torn down by a drop
+//! guard even when the test fails; a test that fails prints the guest console
+//! and ftvm's stderr. Tests that boot a guest run one at a time (the emulator
+//! is CPU-bound).
+
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// The guest's address on the test network, and its prefix length.
+const GUEST_IP: &str = "10.77.0.2";
+const GUEST_CIDR: &str = "10.77.0.2/24";
+/// Size of a fresh data disk.
+const DISK_BYTES: u64 = 64 << 20;
+/// Boot to `redis ready` is a few seconds on QEMU; the interpreter is several
+/// times slower, and a loaded machine slower still.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// From `poweroff` to ftvm's exit (redis stops, /data is unmounted).
+const POWEROFF_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bound for one client command (seconds, for `timeout`).
+const CLIENT_TIMEOUT_S: u64 = 120;
+
+static VM_LOCK: Mutex<()> = Mutex::new(());
+
+/// One booting test at a time; a failed (poisoned) test does not block the rest.
+fn vm_lock() -> MutexGuard<'static, ()> {
+    VM_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn guest_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("FTVM_GUEST_DIR") {
+        return PathBuf::from(d);
+    }
+    let out = Command::new(repo_root().join("guest/build.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run guest/build.sh");
+    assert!(out.status.success(), "guest/build.sh failed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    PathBuf::from(
+        stdout
+            .lines()
+            .last()
+            .expect("guest/build.sh printed its output dir")
+            .trim(),
+    )
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+/// Whether this machine can run the network tests; prints why not.
+fn network_tests_possible(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("note: skipping {test}: needs root (network namespaces and TAP devices)");
+        return false;
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        eprintln!("note: skipping {test}: /dev/net/tun is missing (modprobe tun)");
+        return false;
+    }
+    for tool in ["ip", "timeout", "redis-cli", "redis-benchmark"] {
+        if !on_path(tool) {
+            eprintln!(
+                "note: skipping {test}: `{tool}` is not installed \
+                 (redis-cli/redis-benchmark: apt-get install redis-tools)"
+            );
+            return false;
+        }
+    }
+    true
+}
+
+/// A scratch directory per test; removed when the test passes, kept (and
+/// named) when it fails.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(tag: &str) -> Scratch {
+        let d = std::env::temp_dir().join(format!("ftvm-guest-net-{}-{tag}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).expect("create scratch dir");
+        Scratch(d)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// A sparse, zero-filled disk image (no filesystem: the guest formats it).
+    fn fresh_disk(&self, name: &str) -> PathBuf {
+        let p = self.path(name);
+        let f = fs::File::create(&p).expect("create disk image");
+        f.set_len(DISK_BYTES).expect("size disk image");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.0.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// The test network of `scripts/netns.sh` under one prefix; `down --kill` on drop.
+struct TestNet {
+    prefix: String,
+    record: PathBuf,
+}
+
+/// Where live prefixes are recorded (with the owning pid), so that a later
+/// run can remove the networks of runs that died without cleaning up.
+fn prefix_registry() -> PathBuf {
+    std::env::temp_dir().join("ftvm-guest-net-prefixes")
+}
+
+fn netns(args: &[&str]) -> Output {
+    Command::new(repo_root().join("scripts/netns.sh"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/netns.sh")
+}
+
+fn base36(mut n: u32) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut s = Vec::new();
+    loop {
+        s.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).expect("ascii")
+}
+
+/// Removes the networks of earlier test processes that are gone.
+fn remove_stray_networks() {
+    let Ok(entries) = fs::read_dir(prefix_registry()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let prefix = e.file_name().to_string_lossy().into_owned();
+        let owner: Option<u32> = fs::read_to_string(e.path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        let alive = owner.is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            eprintln!("removing stray test network {prefix} (its test process is gone)");
+            netns(&["down", &prefix, "--kill"]);
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
+impl TestNet {
+    /// Builds the network with one VM host, under the prefix `ft` + the pid
+    /// in base 36 + `index` (a digit: one per test).
+    fn up(index: u32) -> TestNet {
+        assert!(index < 10);
+        remove_stray_networks();
+        let prefix = format!("ft{}{index}", base36(std::process::id()));
+        fs::create_dir_all(prefix_registry()).expect("create prefix registry");
+        let record = prefix_registry().join(&prefix);
+        fs::write(&record, std::process::id().to_string()).expect("record prefix");
+        let net = TestNet { prefix, record };
+        // A namespace left with this prefix by an earlier process with our pid.
+        netns(&["down", &net.prefix, "--kill"]);
+        let out = netns(&["up", &net.prefix, "1"]);
+        assert!(
+            out.status.success(),
+            "netns.sh up {} failed: {}",
+            net.prefix,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        net
+    }
+
+    fn ns(&self, node: &str) -> String {
+        format!("{}-{node}", self.prefix)
+    }
+
+    /// Runs `args` in the client namespace, bounded by `timeout`.
+    fn client(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-k", "5", &CLIENT_TIMEOUT_S.to_string()])
+            .args(["ip", "netns", "exec", &self.ns("c")])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().expect("start a client command");
+        if let Some(input) = stdin {
+            let mut w = child.stdin.take().expect("client stdin");
+            w.write_all(input.as_bytes()).expect("write client input");
+        }
+        child.wait_with_output().expect("wait for a client command")
+    }
+
+    /// `redis-cli -h GUEST ARGS...`: its trimmed stdout; panics on failure.
+    fn redis(&self, args: &[&str]) -> String {
+        let mut full = vec!["redis-cli", "-h", GUEST_IP];
+        full.extend_from_slice(args);
+        let out = self.client(&full, None);
+        assert!(
+            out.status.success(),
+            "redis-cli {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        let out = netns(&["down", &self.prefix, "--kill"]);
+        if !out.status.success() {
+            eprintln!(
+                "netns.sh down {} failed: {}",
+                self.prefix,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let _ = fs::remove_file(&self.record);
+    }
+}
+
+/// `run` and the guest image's files: ftvm's arguments before any device.
+fn run_args(guest: &Path) -> Vec<OsString> {
+    vec![
+        "run".into(),
+        "--bios".into(),
+        guest.join("fw_jump.bin").into(),
+        "--kernel".into(),
+        guest.join("Image").into(),
+        "--initrd".into(),
+        guest.join("initrd.cpio.gz").into(),
+    ]
+}
+
+/// ftvm for the guest image, in the current network namespace.
+fn ftvm_for_guest(guest: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ftvm"));
+    cmd.args(run_args(guest));
+    cmd
+}
+
+/// ftvm for the guest image, in the namespace `ns`.
+fn ftvm_in_ns(ns: &str, guest: &Path) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_ftvm")])
+        .args(run_args(guest));
+    cmd
+}
+
+/// A guest running on ftvm in a VM host namespace, its console in a file and
+/// its console input on our pipe. Killed on drop if still running; a failing
+/// test prints its console and ftvm's stderr.
+struct Vm {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    console: PathBuf,
+    stderr: PathBuf,
+    started: Instant,
+    status: Option<ExitStatus>,
+}
+
+impl Vm {
+    /// Boots the guest in host namespace `h1` of `net` with `disk` as /dev/vda.
+    fn boot(
+        net: &TestNet,
+        guest: &Path,
+        scratch: &Scratch,
+        tag: &str,
+        disk: &Path,
+        append: &str,
+    ) -> Vm {
+        let console = scratch.path(&format!("{tag}.console"));
+        let stderr = scratch.path(&format!("{tag}.stderr"));
+        let mut cmd = ftvm_in_ns(&net.ns("h1"), guest);
+        cmd.arg("--drive")
+            .arg(format!("file={}", disk.display()))
+            .args(["--net", "tap:tap0", "--append", append])
+            .arg("--console")
+            .arg(format!("file:{}", console.display()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("create stderr file"));
+        let mut child = cmd.spawn().expect("start ftvm");
+        let stdin = child.stdin.take();
+        Vm {
+            child,
+            stdin,
+            console,
+            stderr,
+            started: Instant::now(),
+            status: None,
+        }
+    }
+
+    fn console_text(&self) -> String {
+        fs::read(&self.console)
+            .map(|b| String::from_utf8_lossy(&b).replace('\r', ""))
+            .unwrap_or_default()
+    }
+
+    /// Waits until the console shows `pat`; returns the time since start.
+    fn wait_for(&mut self, pat: &str, timeout: Duration) -> Duration {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.console_text().contains(pat) {
+                return self.started.elapsed();
+            }
+            if let Some(status) = self.child.try_wait().expect("poll ftvm") {
+                self.status = Some(status);
+                panic!("ftvm exited ({status}) before the console showed {pat:?}");
+            }
+            if Instant::now() > deadline {
+                panic!("the console did not show {pat:?} within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Types `poweroff` on the console and waits for ftvm to exit.
+    fn poweroff(&mut self) -> ExitStatus {
+        let stdin = self.stdin.as_mut().expect("console input");
+        stdin
+            .write_all(b"poweroff\n")
+            .and_then(|_| stdin.flush())
+            .expect("type poweroff on the guest console");
+        let deadline = Instant::now() + POWEROFF_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll ftvm") {
+                self.status = Some(status);
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!("ftvm did not exit within {POWEROFF_TIMEOUT:?} of `poweroff`");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if self.status.is_none() && matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let mut report = String::new();
+            let _ = writeln!(
+                report,
+                "---- guest console ({}) ----",
+                self.console.display()
+            );
+            report.push_str(&self.console_text());
+            let _ = writeln!(report, "\n---- ftvm stderr ----");
+            report.push_str(&fs::read_to_string(&self.stderr).unwrap_or_default());
+            let _ = writeln!(report, "---- end ----");
+            eprintln!("{report}");
+        }
+    }
+}
+
+/// The kernel command line for the network tests.
+fn redis_append() -> String {
+    format!("console=ttyS0 ftvm.ip={GUEST_CIDR} ftvm.redis")
+}
+
+#[test]
+fn redis_serves_clients_over_tap() {
+    if !network_tests_possible("redis_serves_clients_over_tap") {
+        return;
+    }
+    let guest = guest_dir();
+    let _vm_lock = vm_lock();
+    let net = TestNet::up(1);
+    let scratch = Scratch::new("serve");
+    let disk = scratch.fresh_disk("data.img");
+    let mut vm = Vm::boot(&net, &guest, &scratch, "boot", &disk, &redis_append());
+
+    let t = vm.wait_for("ftvm-guest: redis ready", BOOT_TIMEOUT);
+    vm.wait_for("ftvm-guest: ready", Duration::from_secs(60));
+    let console = vm.console_text();
+    assert!(
+        console.contains("ftvm-guest: formatted /dev/vda"),
+        "a blank disk is formatted"
+    );
+    assert!(
+        console.contains("ftvm-guest: eth0 10.77.0.2/24"),
+        "eth0 is configured"
+    );
+    eprintln!(
+        "guest: redis ready {:.1} s after ftvm started",
+        t.as_secs_f64()
+    );
+
+    assert_eq!(net.redis(&["PING"]), "PONG");
+    assert_eq!(net.redis(&["SET", "k", "v"]), "OK");
+    assert_eq!(net.redis(&["GET", "k"]), "v");
+
+    let t0 = Instant::now();
+    let out = net.client(
+        &[
+            "redis-benchmark",
+            "-h",
+            GUEST_IP,
+            "-t",
+            "set,get",
+            "-n",
+            "2000",
+            "-c",
+            "4",
+            "-q",
+        ],
+        None,
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    eprintln!(
+        "redis-benchmark ({:.1} s):\n{}",
+        t0.elapsed().as_secs_f64(),
+        text.replace('\r', "\n")
+    );
+    assert!(
+        out.status.success(),
+        "redis-benchmark failed ({}): {text}",
+        out.status
+    );
+    // -q prints progress with carriage returns, then one result line per test.
+    let lines: Vec<&str> = text.split(['\r', '\n']).map(str::trim).collect();
+    for test in ["SET", "GET"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{test}: ")) && l.contains("requests per second")),
+            "no {test} result line in the redis-benchmark output: {text:?}"
+        );
+    }
+    assert!(
+        !text.to_lowercase().contains("error"),
+        "redis-benchmark reported errors: {text:?}"
+    );
+    assert_eq!(
+        net.redis(&["GET", "k"]),
+        "v",
+        "the key survives the benchmark"
+    );
+
+    let status = vm.poweroff();
+    assert!(
+        status.success(),
+        "ftvm must exit 0 after poweroff, got {status}"
+    );
+    assert!(vm.console_text().contains("ftvm-guest: poweroff"));
+}
+
+#[test]
+fn data_survives_poweroff_and_reboot() {
+    if !network_tests_possible("data_survives_poweroff_and_reboot") {
+        return;
+    }
+    const KEYS: usize = 100;
+    let guest = guest_dir();
+    let _vm_lock = vm_lock();
+    let net = TestNet::up(2);
+    let scratch = Scratch::new("persist");
+    let disk = scratch.fresh_disk("data.img");
+
+    // First boot: a blank disk, formatted by the guest; write the keys.
+    let mut vm = Vm::boot(&net, &guest, &scratch, "boot1", &disk, &redis_append());
+    vm.wait_for("ftvm-guest: ready", BOOT_TIMEOUT);
+    assert!(vm.console_text().contains("ftvm-guest: formatted /dev/vda"));
+    let mut input = String::new();
+    for i in 0..KEYS {
+        let _ = writeln!(input, "SET key:{i} value-{i}");
+    }
+    let out = net.client(&["redis-cli", "-h", GUEST_IP], Some(&input));
+    let replies = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "redis-cli failed ({}): {replies}",
+        out.status
+    );
+    assert_eq!(
+        replies.lines().filter(|l| l.trim() == "OK").count(),
+        KEYS,
+        "every SET is acknowledged: {replies:?}"
+    );
+    let status = vm.poweroff();
+    assert!(
+        status.success(),
+        "first boot: ftvm must exit 0 after poweroff, got {status}"
+    );
+    let first = vm.console_text();
+    assert!(
+        !first.contains("remounting it read-only"),
+        "/data was busy at poweroff"
+    );
+    drop(vm);
+
+    // Second boot from the same image: no formatting, a clean filesystem, and
+    // redis replays its append-only file.
+    let mut vm = Vm::boot(&net, &guest, &scratch, "boot2", &disk, &redis_append());
+    vm.wait_for("ftvm-guest: ready", BOOT_TIMEOUT);
+    let second = vm.console_text();
+    assert!(
+        second.contains("ftvm-guest: /dev/vda mounted on /data"),
+        "the disk is mounted again"
+    );
+    assert!(
+        !second.contains("formatted /dev/vda"),
+        "the second boot must not format the disk again"
+    );
+    assert!(
+        !second.contains("mounting unchecked fs"),
+        "the filesystem was not cleanly unmounted at poweroff"
+    );
+    assert_eq!(net.redis(&["DBSIZE"]), KEYS.to_string());
+    let names: Vec<String> = (0..KEYS).map(|i| format!("key:{i}")).collect();
+    let mut args = vec!["MGET"];
+    args.extend(names.iter().map(String::as_str));
+    let got = net.redis(&args);
+    let values: Vec<&str> = got.lines().map(str::trim).collect();
+    let expected: Vec<String> = (0..KEYS).map(|i| format!("value-{i}")).collect();
+    assert_eq!(values, expected, "every key reads back after the reboot");
+    let status = vm.poweroff();
+    assert!(
+        status.success(),
+        "second boot: ftvm must exit 0 after poweroff, got {status}"
+    );
+}
+
+/// Runs ftvm expecting it to fail before booting; returns its stderr lines.
+fn expect_refusal(mut cmd: Command, what: &str) -> Vec<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run ftvm");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "{what}: ftvm must fail, but exited {}",
+        out.status
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{what}: exit status; stderr: {stderr}"
+    );
+    let lines: Vec<String> = stderr.lines().map(str::to_string).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{what}: expected one error line, got: {stderr:?}"
+    );
+    assert!(lines[0].starts_with("ftvm: error: "), "{what}: {stderr:?}");
+    lines
+}
+
+#[test]
+fn bad_disk_images_are_refused_clearly() {
+    let guest = guest_dir();
+    let scratch = Scratch::new("baddisk");
+
+    let odd = scratch.path("odd.img");
+    fs::write(&odd, vec![0u8; 1000]).expect("write a 1000-byte image");
+    let mut cmd = ftvm_for_guest(&guest);
+    cmd.arg("--drive").arg(format!("file={}", odd.display()));
+    let line = &expect_refusal(cmd, "a 1000-byte disk image")[0];
+    assert!(
+        line.contains(&odd.display().to_string()) && line.contains("not a multiple of 512"),
+        "unclear error for a 1000-byte image: {line}"
+    );
+
+    let missing = scratch.path("missing.img");
+    let mut cmd = ftvm_for_guest(&guest);
+    cmd.arg("--drive")
+        .arg(format!("file={}", missing.display()));
+    let line = &expect_refusal(cmd, "a missing disk image")[0];
+    assert!(
+        line.contains(&missing.display().to_string()) && line.contains("No such file"),
+        "unclear error for a missing image: {line}"
+    );
+
+    let empty = scratch.path("empty.img");
+    fs::write(&empty, b"").expect("write an empty image");
+    let mut cmd = ftvm_for_guest(&guest);
+    cmd.arg("--drive").arg(format!("file={}", empty.display()));
+    let line = &expect_refusal(cmd, "an empty disk image")[0];
+    assert!(
+        line.contains("is empty"),
+        "unclear error for an empty image: {line}"
+    );
+}
+
+#[test]
+fn busy_or_wrong_tap_is_refused_clearly() {
+    if !network_tests_possible("busy_or_wrong_tap_is_refused_clearly") {
+        return;
+    }
+    let guest = guest_dir();
+
+    // A name that cannot be an interface: refused before touching the kernel.
+    let mut cmd = ftvm_for_guest(&guest);
+    cmd.args(["--net", "tap:name-much-too-long"]);
+    let line = &expect_refusal(cmd, "an overlong TAP name")[0];
+    assert!(line.contains("invalid TAP device name"), "{line}");
+
+    // (A TAP name that does not exist is not an error: TapDevice::open then
+    // creates a transient TAP. What must fail is a TAP already in use, and an
+    // interface that is not a TAP.)
+    let _vm_lock = vm_lock();
+    let net = TestNet::up(3);
+    let scratch = Scratch::new("tap");
+    let disk = scratch.fresh_disk("data.img");
+    let mut first = Vm::boot(&net, &guest, &scratch, "first", &disk, "console=ttyS0");
+    // The TAP is attached before the machine runs, so console output means
+    // the first ftvm holds it.
+    first.wait_for("OpenSBI", Duration::from_secs(60));
+
+    let mut cmd = ftvm_in_ns(&net.ns("h1"), &guest);
+    cmd.args(["--net", "tap:tap0"]);
+    let line = &expect_refusal(cmd, "a TAP another ftvm has open")[0];
+    assert!(
+        line.contains("\"tap0\" is busy"),
+        "unclear error for a busy TAP: {line}"
+    );
+
+    let mut cmd = ftvm_in_ns(&net.ns("h1"), &guest);
+    cmd.args(["--net", "tap:br0"]);
+    let line = &expect_refusal(cmd, "a bridge given as a TAP")[0];
+    assert!(
+        line.contains("is not a single-queue TAP"),
+        "unclear error for a non-TAP: {line}"
+    );
+
+    // The disk image is locked while the first ftvm runs.
+    let mut cmd = ftvm_for_guest(&guest);
+    cmd.arg("--drive").arg(format!("file={}", disk.display()));
+    let line = &expect_refusal(cmd, "a disk image another ftvm has open")[0];
+    assert!(line.contains("is locked by another process"), "{line}");
+
+    // The first guest is unaffected: it boots and powers off normally.
+    first.wait_for("ftvm-guest: ready", BOOT_TIMEOUT);
+    let status = first.poweroff();
+    assert!(
+        status.success(),
+        "ftvm must exit 0 after poweroff, got {status}"
+    );
+}
