@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -70,6 +70,9 @@ pub struct Driver {
     backends: Backends,
     console: Console,
     events: Receiver<HostEvent>,
+    /// Keeps the event channel open when no thread feeds it (no TAP, no
+    /// console input), so an idle wait sleeps instead of returning at once.
+    _events_tx: Sender<HostEvent>,
     recorder: Option<Recorder<BufWriter<File>>>,
     pending: VecDeque<Input>,
     start: Instant,
@@ -97,6 +100,7 @@ impl Driver {
             backends,
             console,
             events,
+            _events_tx: tx,
             recorder,
             pending: VecDeque::new(),
             start: Instant::now(),

@@ -259,3 +259,27 @@ fn bare_metal_program_replays_exactly() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("replay matched"), "{err}");
 }
+
+#[test]
+fn an_idle_guest_sleeps_and_logs_little() {
+    // With no console input and no network, nothing but the guest's own
+    // timer wakes the driver: it must sleep between wake-ups, not spin.
+    let log = tmp("idle.log");
+    let mut args = vec![
+        "record".to_string(),
+        "--log".into(),
+        s(&log),
+        "--no-input".into(),
+        "--console".into(),
+        "null".into(),
+        "--append".into(),
+        "console=ttyS0 ftvm.run=\"sleep 3\"".into(),
+    ];
+    args.extend(guest_image_args());
+    let t = std::time::Instant::now();
+    let out = ftvm_output(&args, Duration::from_secs(120));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(t.elapsed() >= Duration::from_secs(3), "the guest's sleep took less than 3 s");
+    let size = std::fs::metadata(&log).expect("log").len();
+    assert!(size < 64 * 1024, "an idle guest produced {size} bytes of log in 3 s");
+}
