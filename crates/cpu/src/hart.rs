@@ -10,11 +10,45 @@
 //! outer loop re-examines it, so a pending and enabled interrupt is always
 //! taken at the first boundary where it is so, however the caller slices the
 //! run into calls.
+//!
+//! # Decoded pages
+//!
+//! Instructions are decoded once per RAM page into a [`DecodedPage`] (one
+//! slot per 2-byte offset, filled on first execution) and run from there
+//! without being fetched again. Only the steps the plain interpreter would
+//! fetch through a TLB hit within one page (offsets up to 0xffc) run this
+//! way; anything else (a TLB miss, offset 0xffe, where a 4-byte instruction
+//! may straddle two pages) takes one ordinary step through [`Hart::step`].
+//! Decoded pages are indexed by physical page, so address translation stays
+//! exactly where it was: in the fetch TLB, which is consulted on entering a
+//! page. The page is left after every trap and SYSTEM instruction (which may
+//! change privilege, `satp` or the TLB) and whenever the inner loop would end.
+//!
+//! A decoding stays equal to the decoding of the bytes in RAM because every
+//! write to a page holding decoded instructions is seen before the next
+//! instruction runs:
+//!
+//! - the page is marked in [`Ram`]'s code bitmap before any of its decodings
+//!   is used, and marking it drops every store translation to it; a store
+//!   translation is only created after a write through [`Ram::write_bytes`]
+//!   or [`Ram::mark_dirty`] (the slow store and AMO paths), so the fast path
+//!   never writes a marked page;
+//! - every other write (the slow store path, AMOs, the page walker's A/D
+//!   updates, device DMA, loaders) goes through `write_bytes` or
+//!   `mark_dirty`, which unmark a marked page and queue its number; the hart
+//!   drops the queued pages after every memory access, on entering a page and
+//!   at the start of `run`;
+//! - writes through [`Ram::as_bytes_mut`] cannot be tracked and drop all
+//!   decodings, as does running on another `Ram` object.
+//!
+//! Decoded pages are a cache, not machine state: they are not serialised and
+//! a cloned or restored hart starts without them.
 
 use serde::{Deserialize, Serialize};
 
-use crate::bus::{Bus, Ram};
+use crate::bus::{self, Bus, Ram};
 use crate::csr::*;
+use crate::decode::{self, DecodedPage, Kind, Op};
 use crate::fpu::{self, FpRegs};
 use crate::mmu::{self, Regime, Tlb, CTX_UNCACHED, TLB_ENTRIES};
 use crate::rvc;
@@ -68,6 +102,8 @@ pub struct Hart {
     tlb: Tlb,
     #[serde(skip, default = "rvc::table")]
     rvc: &'static [u32; 1 << 16],
+    #[serde(skip, default = "Icache::new")]
+    icache: Icache,
     #[serde(skip)]
     fetch_ctx: usize,
     #[serde(skip)]
@@ -123,6 +159,66 @@ fn sext32(v: u64) -> u64 {
 /// Interrupts in decreasing priority (privileged spec 3.1.9).
 const IRQ_PRIORITY: [u64; 6] = [11, 3, 7, 9, 1, 5];
 
+/// What the decoded-page loop does after an instruction.
+enum Flow {
+    /// Go on.
+    Next,
+    /// A memory access: it may have reached a device or written code.
+    Mem,
+    /// Leave the page: the instruction may have changed the translation.
+    Leave,
+}
+
+/// Most decoded pages kept at once (16 KiB each); beyond it all are dropped.
+const MAX_DECODED_PAGES: usize = 8192;
+
+/// The hart's decoded instructions, per RAM page (see `exec_page`). Derived
+/// state: a copy or a restored hart starts empty.
+struct Icache {
+    /// Identifies this cache to [`Ram`]'s write tracking.
+    token: u64,
+    /// The RAM object the TLB's host pointers and these pages refer to.
+    ram_id: u64,
+    pages: Vec<Option<Box<DecodedPage>>>,
+    /// Pages allocated (some possibly held by `run_page` outside `pages`).
+    count: usize,
+}
+
+impl Icache {
+    fn new() -> Icache {
+        Icache {
+            token: bus::fresh_id(),
+            ram_id: 0,
+            pages: Vec::new(),
+            count: 0,
+        }
+    }
+
+    fn clear(&mut self, pages: usize) {
+        self.pages.clear();
+        self.pages.resize_with(pages, || None);
+        self.count = 0;
+    }
+
+    /// A new empty page.
+    fn alloc(&mut self) -> Box<DecodedPage> {
+        if self.count >= MAX_DECODED_PAGES {
+            for p in self.pages.iter_mut() {
+                *p = None;
+            }
+            self.count = 0;
+        }
+        self.count += 1;
+        Box::new([Op::UNDECODED; 2048])
+    }
+}
+
+impl Clone for Icache {
+    fn clone(&self) -> Self {
+        Icache::new() // a cache: a copy starts cold
+    }
+}
+
 impl Hart {
     /// A hart in M-mode about to execute at `pc`, with a0 = hart id 0 and a1 = `a1`.
     pub fn new(pc: u64, a1: u64) -> Hart {
@@ -137,6 +233,7 @@ impl Hart {
             wfi: false,
             tlb: Tlb::new(),
             rvc: rvc::table(),
+            icache: Icache::new(),
             fetch_ctx: 2,
             data_ctx: 2,
             sync: false,
@@ -150,6 +247,7 @@ impl Hart {
     /// Restores derived state after deserialisation.
     pub fn after_restore(&mut self) {
         self.tlb = Tlb::new();
+        self.icache = Icache::new();
         self.update_ctx();
     }
 
@@ -192,13 +290,14 @@ impl Hart {
     /// Runs until `icount` reaches `limit`, the hart idles in WFI, or a
     /// device was accessed.
     pub fn run<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, limit: u64) -> Exit {
+        self.bind(ram);
         loop {
             self.check_interrupts();
             if self.wfi {
                 return Exit::Wfi;
             }
             while self.icount < limit {
-                self.step(ram, bus);
+                self.run_page(ram, bus, limit);
                 if self.sync {
                     break;
                 }
@@ -216,6 +315,25 @@ impl Hart {
         }
     }
 
+    /// Makes the derived state fit `ram`: host pointers into another RAM
+    /// object are dropped, and decodings are dropped unless `ram` still
+    /// tracks writes to them for this hart.
+    fn bind(&mut self, ram: &mut Ram) {
+        if ram.id() != self.icache.ram_id {
+            // Only after a RAM swap without `after_restore`, where the
+            // pointers would dangle; the TLB is cold in every other case.
+            self.tlb = Tlb::new();
+            self.icache.ram_id = ram.id();
+            ram.code.owner = 0;
+        }
+        if ram.code.owner != self.icache.token {
+            self.icache.clear(ram.pages());
+            ram.code.reset(self.icache.token, ram.pages());
+        }
+        if !ram.code.written.is_empty() {
+            self.drop_written(ram, usize::MAX);
+        }
+    }
     /// Takes the highest-priority pending and enabled interrupt, if any, and
     /// wakes the hart from WFI when any enabled interrupt is pending.
     fn check_interrupts(&mut self) {
@@ -309,6 +427,343 @@ impl Hart {
         if let Err(t) = result {
             self.enter_trap(t.cause as u64, t.tval, false);
         }
+    }
+
+    // ------------------------------------------------------ decoded pages
+
+    /// Executes at least one step: from the decoded page holding `pc` when
+    /// the fetch would hit the TLB within the page, else one step of [`step`].
+    ///
+    /// [`step`]: Hart::step
+    #[inline(always)]
+    fn run_page<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, limit: u64) {
+        if !ram.code.written.is_empty() {
+            self.drop_written(ram, usize::MAX);
+        }
+        let pc = self.pc;
+        let vpn = pc >> 12;
+        let e = self.tlb.fetch[self.fetch_ctx & 3][(vpn as usize) % TLB_ENTRIES];
+        if e.vpn != vpn || (pc & 0xfff) > 0xffc {
+            return self.step(ram, bus);
+        }
+        let host_page = ((vpn << 12) as usize).wrapping_add(e.addend);
+        let index = host_page.wrapping_sub(ram.host_ptr() as usize) >> 12;
+        let Some(slot) = self.icache.pages.get_mut(index) else {
+            return self.step(ram, bus);
+        };
+        let mut page = match slot.take() {
+            Some(p) => p,
+            None => self.icache.alloc(),
+        };
+        if self.exec_page(ram, bus, limit, &mut page, index, vpn << 12) {
+            self.icache.pages[index] = Some(page);
+        } else {
+            self.icache.count -= 1;
+        }
+    }
+
+    /// Runs the decoded instructions of RAM page `index`, mapped at virtual
+    /// `base` by the fetch TLB, while `pc` stays within its first 0xffe
+    /// bytes. Returns false if the page was written (its decodings are stale).
+    ///
+    /// Every step taken here is one the interpreter would take through the
+    /// TLB-hit path of [`fetch`] with the same bytes, and it leaves the page
+    /// after anything that may change the fetch translation (a SYSTEM
+    /// instruction, a trap) or that ends the inner loop (`sync`).
+    ///
+    /// [`fetch`]: Hart::fetch
+    #[inline(always)]
+    fn exec_page<B: Bus>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        limit: u64,
+        page: &mut DecodedPage,
+        index: usize,
+        base: u64,
+    ) -> bool {
+        loop {
+            let off = self.pc.wrapping_sub(base);
+            if off >= 0xffe {
+                // Left the page, or a 4-byte instruction may straddle its end.
+                return true;
+            }
+            let i = (off >> 1) as usize;
+            let mut op = page[i];
+            if op.kind == Kind::Undecoded {
+                op = self.decode_at(ram, index, off);
+                page[i] = op;
+            }
+            self.icount = self.icount.wrapping_add(1);
+            let flow = self.exec(ram, bus, op);
+            self.x[0] = 0;
+            match flow {
+                Ok(Flow::Next) => {}
+                Ok(Flow::Mem) => {
+                    if self.sync {
+                        return true;
+                    }
+                    if !ram.code.written.is_empty() && self.drop_written(ram, index) {
+                        return false;
+                    }
+                }
+                Ok(Flow::Leave) => return true,
+                Err(t) => {
+                    self.enter_trap(t.cause as u64, t.tval, false);
+                    return true;
+                }
+            }
+            if self.icount >= limit {
+                return true;
+            }
+        }
+    }
+
+    /// Decodes the instruction at offset `off` (at most 0xffc) of RAM page
+    /// `index`, first making sure writes to the page will be noticed: the
+    /// page is marked as code, which no store translation may map.
+    #[cold]
+    #[inline(never)]
+    fn decode_at(&mut self, ram: &mut Ram, index: usize, off: u64) -> Op {
+        if !ram.code.contains(index) {
+            ram.code.insert(index);
+            let host_page = (ram.host_ptr() as usize).wrapping_add(index << 12);
+            self.tlb.drop_stores_to(host_page);
+        }
+        let at = ram.base() + ((index as u64) << 12) + off;
+        let mut b = [0u8; 4];
+        if !ram.read_bytes(at, &mut b) {
+            // Unreachable (the TLB maps whole pages); decoded as illegal zero bits.
+            return decode::decode(0, self.rvc);
+        }
+        decode::decode(u32::from_le_bytes(b), self.rvc)
+    }
+
+    /// Drops the decodings of the pages written since they were decoded.
+    /// Returns true if `current` is one of them (the caller holds that page
+    /// and drops it).
+    #[cold]
+    #[inline(never)]
+    fn drop_written(&mut self, ram: &mut Ram, current: usize) -> bool {
+        let mut hit = false;
+        for p in ram.code.written.drain(..) {
+            let p = p as usize;
+            if p == current {
+                hit = true;
+            } else if let Some(slot) = self.icache.pages.get_mut(p) {
+                if slot.take().is_some() {
+                    self.icache.count -= 1;
+                }
+            }
+        }
+        hit
+    }
+
+    /// Executes a decoded instruction (not [`Kind::Undecoded`]).
+    #[inline(always)]
+    fn exec<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, op: Op) -> Result<Flow, Trap> {
+        let rd = op.rd();
+        let a = self.x[op.rs1()];
+        let b = self.x[op.rs2()];
+        let imm = op.imm as i64 as u64;
+        let pc = self.pc;
+        let next = pc.wrapping_add(op.len());
+        let (a32, b32) = (a as i32, b as i32);
+        let branch = |taken: bool| {
+            if taken {
+                pc.wrapping_add(imm)
+            } else {
+                next
+            }
+        };
+        let mut flow = Flow::Next;
+        match op.kind {
+            Kind::Lui => self.x[rd] = imm,
+            Kind::Auipc => self.x[rd] = pc.wrapping_add(imm),
+            Kind::Jal => {
+                self.x[rd] = next;
+                self.pc = pc.wrapping_add(imm);
+                return Ok(Flow::Next);
+            }
+            Kind::Jalr => {
+                self.x[rd] = next;
+                self.pc = a.wrapping_add(imm) & !1;
+                return Ok(Flow::Next);
+            }
+            Kind::Beq => {
+                self.pc = branch(a == b);
+                return Ok(Flow::Next);
+            }
+            Kind::Bne => {
+                self.pc = branch(a != b);
+                return Ok(Flow::Next);
+            }
+            Kind::Blt => {
+                self.pc = branch((a as i64) < (b as i64));
+                return Ok(Flow::Next);
+            }
+            Kind::Bge => {
+                self.pc = branch((a as i64) >= (b as i64));
+                return Ok(Flow::Next);
+            }
+            Kind::Bltu => {
+                self.pc = branch(a < b);
+                return Ok(Flow::Next);
+            }
+            Kind::Bgeu => {
+                self.pc = branch(a >= b);
+                return Ok(Flow::Next);
+            }
+            Kind::Lb => {
+                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 1)? as i8 as u64;
+                flow = Flow::Mem;
+            }
+            Kind::Lh => {
+                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 2)? as i16 as u64;
+                flow = Flow::Mem;
+            }
+            Kind::Lw => {
+                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 4)? as i32 as u64;
+                flow = Flow::Mem;
+            }
+            Kind::Ld => {
+                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 8)?;
+                flow = Flow::Mem;
+            }
+            Kind::Lbu => {
+                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 1)?;
+                flow = Flow::Mem;
+            }
+            Kind::Lhu => {
+                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 2)?;
+                flow = Flow::Mem;
+            }
+            Kind::Lwu => {
+                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 4)?;
+                flow = Flow::Mem;
+            }
+            Kind::Sb => {
+                self.store(ram, bus, a.wrapping_add(imm), 1, b)?;
+                flow = Flow::Mem;
+            }
+            Kind::Sh => {
+                self.store(ram, bus, a.wrapping_add(imm), 2, b)?;
+                flow = Flow::Mem;
+            }
+            Kind::Sw => {
+                self.store(ram, bus, a.wrapping_add(imm), 4, b)?;
+                flow = Flow::Mem;
+            }
+            Kind::Sd => {
+                self.store(ram, bus, a.wrapping_add(imm), 8, b)?;
+                flow = Flow::Mem;
+            }
+            Kind::Addi => self.x[rd] = a.wrapping_add(imm),
+            Kind::Slti => self.x[rd] = ((a as i64) < (imm as i64)) as u64,
+            Kind::Sltiu => self.x[rd] = (a < imm) as u64,
+            Kind::Xori => self.x[rd] = a ^ imm,
+            Kind::Ori => self.x[rd] = a | imm,
+            Kind::Andi => self.x[rd] = a & imm,
+            Kind::Slli => self.x[rd] = a << (imm & 63),
+            Kind::Srli => self.x[rd] = a >> (imm & 63),
+            Kind::Srai => self.x[rd] = ((a as i64) >> (imm & 63)) as u64,
+            Kind::Addiw => self.x[rd] = sext32(a.wrapping_add(imm)),
+            Kind::Slliw => self.x[rd] = sext32(((a as u32) << (imm & 31)) as u64),
+            Kind::Srliw => self.x[rd] = sext32(((a as u32) >> (imm & 31)) as u64),
+            Kind::Sraiw => self.x[rd] = (a32 >> (imm & 31)) as i64 as u64,
+            Kind::Add => self.x[rd] = a.wrapping_add(b),
+            Kind::Sub => self.x[rd] = a.wrapping_sub(b),
+            Kind::Sll => self.x[rd] = a << (b & 63),
+            Kind::Slt => self.x[rd] = ((a as i64) < (b as i64)) as u64,
+            Kind::Sltu => self.x[rd] = (a < b) as u64,
+            Kind::Xor => self.x[rd] = a ^ b,
+            Kind::Srl => self.x[rd] = a >> (b & 63),
+            Kind::Sra => self.x[rd] = ((a as i64) >> (b & 63)) as u64,
+            Kind::Or => self.x[rd] = a | b,
+            Kind::And => self.x[rd] = a & b,
+            Kind::Mul => self.x[rd] = a.wrapping_mul(b),
+            Kind::Mulh => {
+                self.x[rd] = (((a as i64 as i128) * (b as i64 as i128)) >> 64) as u64;
+            }
+            Kind::Mulhsu => {
+                self.x[rd] = (((a as i64 as i128) * (b as u128 as i128)) >> 64) as u64;
+            }
+            Kind::Mulhu => self.x[rd] = (((a as u128) * (b as u128)) >> 64) as u64,
+            Kind::Div => {
+                self.x[rd] = if b == 0 {
+                    u64::MAX
+                } else {
+                    (a as i64).wrapping_div(b as i64) as u64
+                };
+            }
+            Kind::Divu => self.x[rd] = a.checked_div(b).unwrap_or(u64::MAX),
+            Kind::Rem => {
+                self.x[rd] = if b == 0 {
+                    a
+                } else {
+                    (a as i64).wrapping_rem(b as i64) as u64
+                };
+            }
+            Kind::Remu => self.x[rd] = if b == 0 { a } else { a % b },
+            Kind::Addw => self.x[rd] = sext32(a.wrapping_add(b)),
+            Kind::Subw => self.x[rd] = sext32(a.wrapping_sub(b)),
+            Kind::Sllw => self.x[rd] = sext32(((a as u32) << (b & 31)) as u64),
+            Kind::Srlw => self.x[rd] = sext32(((a as u32) >> (b & 31)) as u64),
+            Kind::Sraw => self.x[rd] = (a32 >> (b & 31)) as i64 as u64,
+            Kind::Mulw => self.x[rd] = a32.wrapping_mul(b32) as i64 as u64,
+            Kind::Divw => {
+                self.x[rd] = if b32 == 0 {
+                    u64::MAX
+                } else {
+                    a32.wrapping_div(b32) as i64 as u64
+                };
+            }
+            Kind::Divuw => {
+                self.x[rd] = if b32 == 0 {
+                    u64::MAX
+                } else {
+                    sext32(((a as u32) / (b as u32)) as u64)
+                };
+            }
+            Kind::Remw => {
+                self.x[rd] = if b32 == 0 {
+                    a32 as i64 as u64
+                } else {
+                    a32.wrapping_rem(b32) as i64 as u64
+                };
+            }
+            Kind::Remuw => {
+                self.x[rd] = if b32 == 0 {
+                    a32 as i64 as u64
+                } else {
+                    sext32(((a as u32) % (b as u32)) as u64)
+                };
+            }
+            Kind::Nop => {}
+            Kind::Illegal => return Err(Trap::illegal(op.imm as u32 as u64)),
+            Kind::Slow => {
+                self.exec_slow(ram, bus, op)?;
+                return Ok(Flow::Leave);
+            }
+            Kind::Undecoded => return Ok(Flow::Leave), // not reached: decoded first
+        }
+        self.pc = next;
+        Ok(flow)
+    }
+
+    /// SYSTEM, atomics and floating point: the general executor, on the
+    /// 32-bit encoding (an illegal-instruction trap reports the original bits).
+    #[inline(never)]
+    fn exec_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, op: Op) -> Result<(), Trap> {
+        self.execute(ram, bus, op.imm as u32, op.len())
+            .map_err(|mut t| {
+                if let Some(bits) = op.compressed_bits() {
+                    if t.cause == Exception::IllegalInstruction {
+                        t.tval = bits as u64;
+                    }
+                }
+                t
+            })
     }
 
     // ---------------------------------------------------------------- memory

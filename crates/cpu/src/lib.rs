@@ -11,6 +11,7 @@
 
 pub mod bus;
 pub mod csr;
+mod decode;
 pub mod fpu;
 mod hart;
 mod mmu;

@@ -7,7 +7,8 @@
 //! (U, S, and M without translation), so that traps and returns between
 //! privilege levels do not flush it. Only pages backed by RAM are cached;
 //! device pages always take the slow path. A store entry is only created once
-//! the walk has set the PTE's D bit, so later stores need no walk.
+//! the walk has set the PTE's D bit, so later stores need no walk, and never
+//! survives for a RAM page holding decoded instructions (see `hart.rs`).
 
 use crate::bus::Ram;
 use crate::csr::{SATP_MODE_SV39, SATP_MODE_SV48};
@@ -69,6 +70,18 @@ impl Tlb {
         for ctx in 0..4 {
             for e in self.store[ctx].iter_mut() {
                 e.vpn = EMPTY;
+            }
+        }
+    }
+
+    /// Forgets every store translation to the RAM page at host address
+    /// `host_page`.
+    pub fn drop_stores_to(&mut self, host_page: usize) {
+        for ctx in 0..4 {
+            for e in self.store[ctx].iter_mut() {
+                if e.vpn != EMPTY && ((e.vpn << 12) as usize).wrapping_add(e.addend) == host_page {
+                    e.vpn = EMPTY;
+                }
             }
         }
     }
