@@ -108,9 +108,17 @@ pub fn replay(args: ReplayArgs) -> Result<u8> {
                 .ok_or_else(|| anyhow!("the log names no kernel image"))?;
             let initrd = load_image("initrd", &rc.image_paths, &args.initrd)?;
             let cfg = MachineConfig::from_spec(&rc.spec, bios, kernel, initrd);
+            // Disk images are identified in the header but not needed here.
+            let disks = header
+                .images
+                .iter()
+                .filter(|i| i.role.starts_with("disk"))
+                .cloned()
+                .collect();
             let expected = ftvm_replay::log_header(
                 &cfg,
                 rc.image_paths.clone(),
+                disks,
                 header.digest_interval,
                 header.created_unix_ms,
             );

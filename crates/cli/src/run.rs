@@ -84,7 +84,27 @@ pub fn record(args: RecordArgs) -> Result<u8> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let header = ftvm_replay::log_header(&cfg, paths.as_pairs(), args.digest_interval, created);
+    // The disks' contents at the start identify the run too (replay itself
+    // never reads them: every read is in the log).
+    let mut disks = Vec::new();
+    for (i, d) in args.run.machine.drives.iter().enumerate() {
+        if d.path
+            .metadata()
+            .map(|m| m.len() > (1 << 30))
+            .unwrap_or(false)
+        {
+            eprintln!(
+                "ftvm: hashing disk image {} for the log header...",
+                d.path.display()
+            );
+        }
+        disks.push(
+            ftvm_replay::file_image_id(&format!("disk{i}"), &d.path)
+                .with_context(|| format!("cannot read disk image {}", d.path.display()))?,
+        );
+    }
+    let header =
+        ftvm_replay::log_header(&cfg, paths.as_pairs(), disks, args.digest_interval, created);
     let file = File::create(&args.log)
         .with_context(|| format!("cannot create log {}", args.log.display()))?;
     let recorder = Recorder::new(BufWriter::with_capacity(1 << 20, file), &header)

@@ -32,10 +32,34 @@ pub fn image_id(role: &str, bytes: &[u8]) -> ImageId {
     }
 }
 
-/// The header describing `cfg`, whose images were read from `image_paths`.
+/// Size and SHA-256 of a file read in chunks (disk images can be large).
+pub fn file_image_id(role: &str, path: &std::path::Path) -> std::io::Result<ImageId> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(ImageId {
+        role: role.to_string(),
+        size,
+        sha256: h.finalize().into(),
+    })
+}
+
+/// The header describing `cfg`, whose images were read from `image_paths`;
+/// `disks` identify the disk images' contents at the start of the run.
 pub fn log_header(
     cfg: &MachineConfig,
     image_paths: Vec<(String, String)>,
+    disks: Vec<ImageId>,
     digest_interval: u64,
     created_unix_ms: u64,
 ) -> LogHeader {
@@ -47,6 +71,7 @@ pub fn log_header(
     if let Some(i) = &cfg.initrd {
         images.push(image_id("initrd", i));
     }
+    images.extend(disks);
     let rc = RecordedConfig {
         spec: cfg.spec(),
         image_paths,

@@ -18,6 +18,8 @@ mod recorder;
 mod replayer;
 
 pub use codec::{CodecError, EndReason, Record};
-pub use header::{image_id, log_header, recorded_config, HeaderError, RecordedConfig};
+pub use header::{
+    file_image_id, image_id, log_header, recorded_config, HeaderError, RecordedConfig,
+};
 pub use recorder::Recorder;
 pub use replayer::{Divergence, ReplayError, ReplayOutcome, Replayer};
