@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build the ftvm guest: Linux kernel Image, busybox initramfs and OpenSBI firmware, all from
-# Debian packages, cached by a hash of the recipe files in this directory.
+# Build the ftvm guest: Linux kernel Image, busybox + redis initramfs and OpenSBI firmware, all
+# from Debian packages, cached by a hash of the recipe files in this directory.
 #
 #   GUEST=$(guest/build.sh)      # builds if needed; the last stdout line is the output dir
+#                                # (and <cache>/guest/latest points at it)
 #   guest/build.sh --print-dir   # where the cache for this recipe lives, and whether it is built
 #   guest/build.sh --force       # rebuild even if a complete build is cached
 #
@@ -30,8 +31,17 @@ APT_PACKAGES=(
 
 # Build stages, in order. Each name maps to a function stage_<name>. Stages that add programs to
 # the guest install them under "$ROOTFS" and must come before "initramfs", which packs it.
-# (A redis stage would go between busybox and initramfs.)
-STAGES=(kernel busybox initramfs firmware)
+STAGES=(kernel busybox redis initramfs firmware)
+
+# The redis programs installed into the guest's /usr/bin.
+REDIS_PROGRAMS=(redis-server redis-cli redis-benchmark)
+# Static cross build with libc malloc (see README.md): without the uname_* overrides redis's
+# Makefile picks the host's settings (and jemalloc). Command-line variables reach the
+# dependencies' makes too (hiredis, lua, linenoise, hdr_histogram).
+REDIS_MAKE_VARS=(
+    MALLOC=libc USE_SYSTEMD=no BUILD_TLS=no "CC=${CROSS}gcc" "AR=${CROSS}ar"
+    "RANLIB=${CROSS}ranlib" uname_S=Linux uname_M=riscv64 LDFLAGS=-static OPTIMIZATION=-O2
+)
 
 usage() {
     cat <<EOF
@@ -40,6 +50,7 @@ Usage: guest/build.sh [--force] [--print-dir] [--help]
 Builds the ftvm guest (kernel Image, initrd.cpio.gz, OpenSBI fw_jump.bin/fw_dynamic.bin) into
   \${FTVM_CACHE_DIR:-\$HOME/.cache/ftvm}/guest/<recipe hash>/
 and prints that directory as the last line of stdout. A cached complete build returns at once.
+Either way, the link guest/latest next to it is pointed at that directory.
 
   --force       rebuild even if the cache already holds a complete build
   --print-dir   print the cache directory for this recipe and whether it is built; build nothing
@@ -216,8 +227,8 @@ stage_busybox() {
     run make -C "$bb" "CROSS_COMPILE=$CROSS" CONFIG_PREFIX="$ROOTFS" install
     rm -f "$ROOTFS/linuxrc"
     local applet
-    for applet in sh ash cttyhack awk md5sum sha256sum uname poweroff reboot mount ip ifconfig dd \
-        setsid hostname id date sleep cat ls; do
+    for applet in sh ash cttyhack awk md5sum sha256sum uname poweroff reboot mount umount ip \
+        ifconfig dd od mke2fs sync kill grep tail setsid hostname id date sleep cat ls; do
         [[ -L $ROOTFS/bin/$applet || -L $ROOTFS/sbin/$applet || -L $ROOTFS/usr/bin/$applet ||
             -L $ROOTFS/usr/sbin/$applet ]] || fail "busybox applet '$applet' was not installed"
     done
@@ -228,6 +239,22 @@ is_riscv64_elf() {
     [[ $(od -An -tx1 -N4 "$1" | tr -d ' ') == 7f454c46 &&
         $(od -An -tu1 -j4 -N1 "$1" | tr -d ' ') == 2 &&
         $(od -An -tu2 -j18 -N2 "$1" | tr -d ' ') == 243 ]]
+}
+
+# is_static_exec FILE: e_type ET_EXEC (2) and no program interpreter or dynamic section.
+is_static_exec() {
+    local headers
+    [[ $(od -An -tu2 -j16 -N2 "$1" | tr -d ' ') == 2 ]] || return 1
+    headers=$("${CROSS}readelf" -lW "$1") || return 1
+    ! grep -qE '^[[:space:]]*(INTERP|DYNAMIC)[[:space:]]' <<<"$headers"
+}
+
+# all_riscv64_objects FILE: FILE (an object or an archive of objects) holds at least one ELF
+# object, and every one of them is for RISC-V.
+all_riscv64_objects() {
+    local machines
+    machines=$("${CROSS}readelf" -hW "$1" 2>/dev/null | sed -nE 's/^[[:space:]]*Machine:[[:space:]]*//p')
+    [[ -n $machines ]] && ! grep -qvx 'RISC-V' <<<"$machines"
 }
 
 # apply_fragment BASE FRAGMENT OUT: BASE with every symbol FRAGMENT mentions replaced by its
@@ -242,11 +269,44 @@ apply_fragment() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Stage: redis
+stage_redis() {
+    local srcroot=$SCRATCH/redis-src rs f prog
+    progress "fetching source (apt-get source redis)"
+    mkdir -p "$srcroot"
+    run env -C "$srcroot" apt-get source -qq redis
+    rs=$(find "$srcroot" -mindepth 1 -maxdepth 1 -type d -name 'redis-*' | head -n1)
+    [[ -n $rs && -f $rs/src/server.c && -f $rs/deps/Makefile ]] || fail "redis source tree not found"
+    REDIS_VERSION=$(cd "$rs" && dpkg-parsechangelog -SVersion)
+
+    progress "compiling ${REDIS_PROGRAMS[*]} $REDIS_VERSION (static, libc malloc, make -j$(nproc); under a minute)"
+    run make -C "$rs/src" -j"$(nproc)" "${REDIS_MAKE_VARS[@]}" "${REDIS_PROGRAMS[@]}"
+    # The bundled dependencies must have been cross-compiled too (a host object would already have
+    # failed to link, but say which one if the Makefiles ever stop passing CC/AR down).
+    for f in deps/hiredis/libhiredis.a deps/lua/src/liblua.a deps/hdr_histogram/libhdrhistogram.a \
+        deps/linenoise/linenoise.o; do
+        [[ -f $rs/$f ]] || fail "redis dependency $f was not built"
+        all_riscv64_objects "$rs/$f" || fail "redis dependency $f is not (only) RISC-V code"
+    done
+
+    progress "stripping and installing into /usr/bin"
+    mkdir -p "$ROOTFS/usr/bin"
+    for prog in "${REDIS_PROGRAMS[@]}"; do
+        f=$rs/src/$prog
+        is_riscv64_elf "$f" || fail "$prog was not built as a RISC-V 64-bit ELF (cross compiler ignored?)"
+        is_static_exec "$f" || fail "$prog is not a static executable (LDFLAGS=-static ignored?)"
+        run "${CROSS}strip" -o "$ROOTFS/usr/bin/$prog" "$f"
+        chmod 0755 "$ROOTFS/usr/bin/$prog"
+    done
+    REDIS_SERVER_BYTES=$(stat -c %s "$ROOTFS/usr/bin/redis-server")
+}
+
+# ---------------------------------------------------------------------------------------------
 # Stage: initramfs
 stage_initramfs() {
     progress "assembling root filesystem"
     local d
-    for d in dev proc sys tmp run root etc mnt var usr/bin usr/sbin; do mkdir -p "$ROOTFS/$d"; done
+    for d in dev proc sys tmp run root etc mnt data var usr/bin usr/sbin; do mkdir -p "$ROOTFS/$d"; done
     ln -sfn /run "$ROOTFS/var/run"
     ln -sfn /tmp "$ROOTFS/var/tmp"
     cp -R "$GUEST_DIR/rootfs/." "$ROOTFS/"
@@ -300,12 +360,15 @@ write_manifest() {
         echo "kernel_release: ${KERNEL_RELEASE:-unknown}"
         echo "linux-source-6.1: $(pkg_version linux-source-6.1)"
         echo "busybox (source): ${BUSYBOX_VERSION:-unknown}"
+        echo "redis (source): ${REDIS_VERSION:-unknown}"
+        echo "redis-server_stripped_bytes: ${REDIS_SERVER_BYTES:-unknown}"
         echo "opensbi: $(pkg_version opensbi)"
         echo "gcc-riscv64-linux-gnu: $(pkg_version gcc-riscv64-linux-gnu)"
         echo "libc6-dev-riscv64-cross: $(pkg_version libc6-dev-riscv64-cross)"
         echo "rootfs_unpacked_bytes: ${ROOTFS_BYTES:-unknown}"
         echo "test_file: /etc/ftvm-test.txt md5 $TEST_FILE_MD5"
         echo "ready_marker: ftvm-guest: ready"
+        echo "redis_ready_marker: ftvm-guest: redis ready"
         echo
         echo "# file  bytes  sha256"
         for f in Image initrd.cpio.gz fw_jump.bin fw_dynamic.bin kernel.config; do
@@ -354,6 +417,24 @@ build() {
     say "[guest] built in $((SECONDS - BUILD_START)) s: $DEST"
 }
 
+# link_latest: point <cache>/guest/latest at $DEST (a relative link, replaced atomically by a
+# rename, so a reader sees either the old or the new target, never no link).
+# The temporary name is per process, so that concurrent callers never rename each other's link.
+link_latest() {
+    local tmp=$CACHE_ROOT/latest.tmp.$$
+    if ! { ln -sfn "$KEY" "$tmp" && mv -T "$tmp" "$CACHE_ROOT/latest"; }; then
+        rm -f "$tmp"
+        die "cannot point $CACHE_ROOT/latest at $KEY"
+    fi
+}
+
+# finish_with_dest: $DEST is complete: link it as latest, print it (the last stdout line), exit.
+finish_with_dest() {
+    link_latest
+    printf '%s\n' "$DEST"
+    exit 0
+}
+
 main() {
     local force=0 print_dir=0 arg
     for arg in "$@"; do
@@ -375,8 +456,7 @@ main() {
     fi
 
     if ((!force)) && [[ -f $DEST/.complete ]]; then
-        printf '%s\n' "$DEST"
-        exit 0
+        finish_with_dest
     fi
 
     # One build at a time per cache; whoever waited re-checks the cache first.
@@ -387,14 +467,13 @@ main() {
         flock 9
     fi
     if ((!force)) && [[ -f $DEST/.complete ]]; then
-        printf '%s\n' "$DEST"
-        exit 0
+        finish_with_dest
     fi
     # Leftovers of interrupted builds of this recipe.
     rm -rf "$CACHE_ROOT/.build-$KEY".*
 
     build
-    printf '%s\n' "$DEST"
+    finish_with_dest
 }
 
 # Sourcing this file (e.g. to test one stage) defines the functions without running anything.
