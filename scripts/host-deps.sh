@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the host-side Debian packages ftvm's build and tests use, if any
 # are missing: cmake (softfloat-sys builds Berkeley SoftFloat with it), the
-# cross assembler for the ISA test programs, dtc for device-tree checks. The
+# cross assembler for the ISA test programs, dtc for device-tree checks,
+# iproute2 and redis-tools for the network tests (namespaces, a real redis
+# client). The
 # guest recipe installs its own cross toolchain.
 set -euo pipefail
 need=()
-for p in cmake gcc-riscv64-linux-gnu device-tree-compiler; do
+for p in cmake gcc-riscv64-linux-gnu device-tree-compiler iproute2 redis-tools; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ! command -v cargo >/dev/null; then
