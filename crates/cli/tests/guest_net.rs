@@ -297,9 +297,20 @@ fn ftvm_for_guest(guest: &Path) -> Command {
 
 /// ftvm for the guest image, in the namespace `ns`.
 fn ftvm_in_ns(ns: &str, guest: &Path) -> Command {
+    ftvm_in_ns_recording(ns, guest, None)
+}
+
+/// Like [`ftvm_in_ns`], but `ftvm record --log LOG` when a log is given.
+fn ftvm_in_ns_recording(ns: &str, guest: &Path, log: Option<&Path>) -> Command {
     let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_ftvm")])
-        .args(run_args(guest));
+    cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_ftvm")]);
+    let mut args = run_args(guest);
+    if let Some(log) = log {
+        args[0] = "record".into();
+        args.splice(1..1, ["--log".into(), log.as_os_str().to_owned()]);
+        args.splice(3..3, ["--digest-interval".into(), "20000000".into()]);
+    }
+    cmd.args(args);
     cmd
 }
 
@@ -325,9 +336,22 @@ impl Vm {
         disk: &Path,
         append: &str,
     ) -> Vm {
+        Vm::boot_recording(net, guest, scratch, tag, disk, append, None)
+    }
+
+    /// [`Vm::boot`], under `ftvm record --log LOG` when a log is given.
+    fn boot_recording(
+        net: &TestNet,
+        guest: &Path,
+        scratch: &Scratch,
+        tag: &str,
+        disk: &Path,
+        append: &str,
+        log: Option<&Path>,
+    ) -> Vm {
         let console = scratch.path(&format!("{tag}.console"));
         let stderr = scratch.path(&format!("{tag}.stderr"));
-        let mut cmd = ftvm_in_ns(&net.ns("h1"), guest);
+        let mut cmd = ftvm_in_ns_recording(&net.ns("h1"), guest, log);
         cmd.arg("--drive")
             .arg(format!("file={}", disk.display()))
             .args(["--net", "tap:tap0", "--append", append])
@@ -763,5 +787,88 @@ fn busy_or_wrong_tap_is_refused_clearly() {
     assert!(
         status.success(),
         "ftvm must exit 0 after poweroff, got {status}"
+    );
+}
+
+/// Record and replay with real network and disk input: a recorded session
+/// in which redis-benchmark talks to the guest over the TAP and the guest
+/// writes and reads its disk is replayed with every digest verified and
+/// the console reproduced byte for byte.
+#[test]
+fn recorded_network_and_disk_session_replays_exactly() {
+    if !network_tests_possible("recorded_network_and_disk_session_replays_exactly") {
+        return;
+    }
+    let _serial = vm_lock();
+    let guest = guest_dir();
+    let scratch = Scratch::new("record");
+    let net = TestNet::up(7);
+    let disk = scratch.fresh_disk("record.img");
+    let log = scratch.path("session.log");
+    let mut vm = Vm::boot_recording(
+        &net,
+        &guest,
+        &scratch,
+        "record",
+        &disk,
+        &redis_append(),
+        Some(&log),
+    );
+    vm.wait_for("ftvm-guest: ready", BOOT_TIMEOUT);
+    let bench = net.client(
+        &[
+            "redis-benchmark",
+            "-h",
+            GUEST_IP,
+            "-t",
+            "set,get",
+            "-n",
+            "2000",
+            "-c",
+            "4",
+            "-q",
+        ],
+        None,
+    );
+    assert!(
+        bench.status.success(),
+        "redis-benchmark failed: {}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    let stdin = vm.stdin.as_mut().expect("console input");
+    stdin
+        .write_all(
+            b"dd if=/dev/urandom of=/data/blob bs=64k count=32 2>/dev/null && sync && \
+              echo 3 > /proc/sys/vm/drop_caches && md5sum /data/blob && echo disk-done\n",
+        )
+        .and_then(|_| stdin.flush())
+        .expect("type on the console");
+    vm.wait_for("disk-done", BOOT_TIMEOUT);
+    assert!(vm.poweroff().success(), "ftvm record did not exit cleanly");
+    let replay_console = scratch.path("replay.console");
+    let out = Command::new(env!("CARGO_BIN_EXE_ftvm"))
+        .args(["replay", "--log"])
+        .arg(&log)
+        .arg("--console")
+        .arg(format!("file:{}", replay_console.display()))
+        .output()
+        .expect("run ftvm replay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("replay matched"),
+        "replay failed: {err}"
+    );
+    let recorded = fs::read(&vm.console).expect("recorded console");
+    let replayed = fs::read(&replay_console).expect("replayed console");
+    assert!(
+        recorded == replayed,
+        "the replayed console differs from the recorded one ({} vs {} bytes)",
+        recorded.len(),
+        replayed.len()
+    );
+    let text = String::from_utf8_lossy(&replayed);
+    assert!(
+        text.contains("/data/blob") && text.contains("redis ready"),
+        "{text}"
     );
 }
