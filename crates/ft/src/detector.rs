@@ -25,7 +25,8 @@ impl FailureDetector {
     pub fn heard(&mut self, now_ms: u64) {
         let last = self.last_heard_ms.map_or(now_ms, |l| l.max(now_ms));
         self.last_heard_ms = Some(last);
-        self.deadline_ms = self.deadline_ms.max(last.saturating_add(self.timeout_ms));
+        // The first message ends the startup grace.
+        self.deadline_ms = last.saturating_add(self.timeout_ms);
     }
 
     /// Whether the silence has lasted past the deadline.
@@ -54,8 +55,8 @@ mod tests {
         assert!(!d.expired(5999));
         assert!(d.expired(6000));
         d.heard(1200);
-        // The startup deadline is never shortened by an early message.
-        assert_eq!(d.deadline_ms(), 6000);
+        // The first message ends the startup grace.
+        assert_eq!(d.deadline_ms(), 1700);
         d.heard(5800);
         assert_eq!(d.deadline_ms(), 6300);
         assert!(!d.expired(6299));
