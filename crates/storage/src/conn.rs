@@ -1,0 +1,194 @@
+//! Server-side connection plumbing shared by the NBD and arbiter servers: a
+//! buffered reader over a blocking `TcpStream` whose socket read timeout is a
+//! short poll interval, so that a connection thread notices server shutdown,
+//! tells a clean close at a frame boundary from a peer vanishing mid-frame,
+//! and closes peers that stall inside a frame or idle too long. Waiting for
+//! the first byte of a frame may take as long as the idle limit allows; once
+//! a frame has started, every further byte must arrive within the stall
+//! limit of the previous one.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::Shutdown;
+
+/// How often a blocked read wakes up to look at the shutdown flag.
+pub(crate) const POLL: Duration = Duration::from_millis(100);
+
+const BUF_SIZE: usize = 64 * 1024;
+
+/// Why a read did not deliver the bytes asked for.
+#[derive(Debug)]
+pub(crate) enum ReadFail {
+    /// The peer closed the connection cleanly between frames.
+    Closed,
+    /// The peer closed the connection inside a frame.
+    Truncated { got: usize, want: usize },
+    /// Nothing arrived within the idle limit while waiting for a frame.
+    Idle(Duration),
+    /// A frame started but the rest did not follow within the stall limit.
+    Stalled { got: usize, want: usize },
+    /// The server is shutting down.
+    Shutdown,
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ReadFail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReadFail::Closed => write!(f, "peer closed the connection"),
+            ReadFail::Truncated { got, want } => write!(
+                f,
+                "peer closed the connection in the middle of a frame ({got} of {want} bytes)"
+            ),
+            ReadFail::Idle(d) => write!(f, "idle for {:.1} s", d.as_secs_f64()),
+            ReadFail::Stalled { got, want } => {
+                write!(f, "truncated frame: stalled after {got} of {want} bytes")
+            }
+            ReadFail::Shutdown => write!(f, "server shutting down"),
+            ReadFail::Io(e) => write!(f, "socket error: {e}"),
+        }
+    }
+}
+
+/// A server-side connection: buffered frame reads, unbuffered writes.
+pub(crate) struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    shutdown: Shutdown,
+    stall: Duration,
+}
+
+impl Conn {
+    /// Prepares an accepted stream: blocking, no Nagle, poll-length read
+    /// timeout, `stall` as the write timeout and the in-frame stall limit.
+    pub(crate) fn new(
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: Shutdown,
+        stall: Duration,
+    ) -> io::Result<Conn> {
+        stream.set_nonblocking(false)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(POLL))?;
+        stream.set_write_timeout(Some(stall.max(POLL)))?;
+        Ok(Conn {
+            stream,
+            peer,
+            buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            shutdown,
+            stall: stall.max(POLL),
+        })
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// Bytes already received and not yet consumed.
+    pub(crate) fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Reads the first `out.len()` bytes of a new frame, waiting up to `idle`
+    /// (forever if `None`) for the first byte.
+    pub(crate) fn read_frame_start(
+        &mut self,
+        out: &mut [u8],
+        idle: Option<Duration>,
+    ) -> Result<(), ReadFail> {
+        self.read_inner(out, true, idle)
+    }
+
+    /// Reads the next `out.len()` bytes of a frame already started.
+    pub(crate) fn read_frame_rest(&mut self, out: &mut [u8]) -> Result<(), ReadFail> {
+        self.read_inner(out, false, None)
+    }
+
+    fn read_inner(
+        &mut self,
+        out: &mut [u8],
+        frame_start: bool,
+        idle: Option<Duration>,
+    ) -> Result<(), ReadFail> {
+        let want = out.len();
+        let mut got = 0usize;
+        let begun = Instant::now();
+        let mut last_progress = begun;
+        while got < want {
+            if self.start < self.end {
+                let n = (self.end - self.start).min(want - got);
+                out[got..got + n].copy_from_slice(&self.buf[self.start..self.start + n]);
+                self.start += n;
+                got += n;
+                last_progress = Instant::now();
+                continue;
+            }
+            // Large remainders go straight into the caller's buffer.
+            let direct = want - got >= self.buf.len();
+            let result = if direct {
+                self.stream.read(&mut out[got..])
+            } else {
+                self.start = 0;
+                self.end = 0;
+                self.stream.read(&mut self.buf)
+            };
+            match result {
+                Ok(0) => {
+                    return Err(if got == 0 && frame_start {
+                        ReadFail::Closed
+                    } else {
+                        ReadFail::Truncated { got, want }
+                    })
+                }
+                Ok(n) => {
+                    if direct {
+                        got += n;
+                    } else {
+                        self.end = n;
+                    }
+                    last_progress = Instant::now();
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if self.shutdown.is_triggered() {
+                        return Err(ReadFail::Shutdown);
+                    }
+                    if got == 0 && frame_start {
+                        if let Some(limit) = idle {
+                            if begun.elapsed() >= limit {
+                                return Err(ReadFail::Idle(limit));
+                            }
+                        }
+                    } else if last_progress.elapsed() >= self.stall {
+                        return Err(ReadFail::Stalled { got, want });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadFail::Io(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `bytes` (bounded by the write timeout).
+    pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Closes both directions; errors are irrelevant at this point.
+    pub(crate) fn close(&self) {
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
