@@ -229,6 +229,7 @@ impl Backup {
                 phase: self.phase.as_str(),
             });
         }
+        self.drop_queued_sends();
         self.conn = Conn::Handshake;
         self.ack_due = false;
         let hello = Hello {
@@ -246,6 +247,7 @@ impl Backup {
     /// The logging connection broke or was closed.
     pub fn on_disconnect(&mut self, now_ms: u64) {
         self.advance(now_ms);
+        self.drop_queued_sends();
         self.conn = Conn::None;
         self.ack_due = false;
     }
@@ -433,6 +435,12 @@ impl Backup {
 
     fn advance(&mut self, now_ms: u64) {
         self.now = self.now.max(now_ms);
+    }
+
+    /// Frames queued for a connection that no longer exists are not sent
+    /// on the next one.
+    fn drop_queued_sends(&mut self) {
+        self.actions.retain(|a| !matches!(a, BackupAction::Send(_)));
     }
 
     fn send(&mut self, message: Message) {

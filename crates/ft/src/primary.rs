@@ -239,6 +239,7 @@ impl Primary {
                 phase: self.phase.as_str(),
             });
         }
+        self.drop_queued_sends();
         self.conn = Conn::Handshake;
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -255,6 +256,7 @@ impl Primary {
     /// The logging connection broke or was closed.
     pub fn on_disconnect(&mut self, now_ms: u64) {
         self.advance(now_ms);
+        self.drop_queued_sends();
         self.conn = Conn::None;
     }
 
@@ -435,6 +437,13 @@ impl Primary {
 
     fn advance(&mut self, now_ms: u64) {
         self.now = self.now.max(now_ms);
+    }
+
+    /// Frames queued for a connection that no longer exists are not sent
+    /// on the next one.
+    fn drop_queued_sends(&mut self) {
+        self.actions
+            .retain(|a| !matches!(a, PrimaryAction::Send(_)));
     }
 
     fn send(&mut self, message: Message) {

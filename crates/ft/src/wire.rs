@@ -1,11 +1,13 @@
 //! The logging channel's byte format. Every message travels in one frame: a
 //! 16-byte header (magic `"FT"`, format version, message type, the pair's
-//! generation, body length), the body, and a CRC32C of header and body. The
-//! decoders check the magic and version as soon as those bytes arrive (so a
-//! stray connection is refused at once), bound the length before buffering,
-//! verify the checksum before looking at the type or body, and require the
-//! body to parse exactly; every failure is a typed [`WireError`] naming the
-//! byte offset, and no input makes them panic. A `Log` body carries a batch
+//! generation, body length) and its own CRC32C, then the body and a CRC32C
+//! of everything before it. The decoders check the magic and version as soon as
+//! those bytes arrive (so a stray connection is refused at once), check the
+//! header's checksum before trusting the length (so a damaged length never
+//! leaves a receiver waiting for bytes that will not come), bound the length,
+//! verify the frame checksum before looking at the type or body, and require
+//! the body to parse exactly; every failure is a typed [`WireError`] naming
+//! the byte offset, and no input makes them panic. A `Log` body carries a batch
 //! of `ftvm-log` frames (self-contained: the first frame's icount delta
 //! counts from 0); [`encode_entries`] and [`decode_entries`] convert batches.
 //! `docs/ft-protocol.md` lists every byte.
@@ -22,8 +24,11 @@ pub const MAGIC: [u8; 2] = *b"FT";
 pub const WIRE_VERSION: u8 = 1;
 /// Magic (2), version (1), type (1), generation (8), body length (4).
 pub const HEADER_LEN: usize = 16;
-/// The CRC32C after the body.
+/// A CRC32C: one after the header (of the header), one after the body (of
+/// header and body).
 pub const CRC_LEN: usize = 4;
+/// Where the body starts.
+pub const BODY_START: usize = HEADER_LEN + CRC_LEN;
 /// Largest body accepted: one maximal `ftvm-log` frame (16 MiB body plus
 /// prefix and checksum) plus the Log header, with room to spare.
 pub const MAX_BODY: u32 = (16 << 20) + 4096;
@@ -190,9 +195,9 @@ pub enum EncodeError {
 }
 
 impl Frame {
-    /// Total encoded size: header, body and checksum.
+    /// Total encoded size: header, header checksum, body, frame checksum.
     pub fn encoded_len(&self) -> usize {
-        HEADER_LEN + self.message.body_len() + CRC_LEN
+        BODY_START + self.message.body_len() + CRC_LEN
     }
 
     /// Appends the encoded frame to `out`. On error nothing is appended.
@@ -234,6 +239,8 @@ impl Frame {
         out.push(kind as u8);
         out.extend_from_slice(&self.generation.to_le_bytes());
         out.extend_from_slice(&(body_len as u32).to_le_bytes());
+        let header_crc = crc32c::crc32c(&out[start..]);
+        out.extend_from_slice(&header_crc.to_le_bytes());
         match &self.message {
             Message::Hello(h) => {
                 out.extend_from_slice(&h.version.to_le_bytes());
@@ -301,6 +308,12 @@ pub enum WireError {
     TooLarge { offset: u64, len: u32 },
     #[error("frame at byte {offset} truncated: {have} of {need} bytes present")]
     Truncated { offset: u64, have: u64, need: u64 },
+    #[error("frame at byte {offset}: header checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    BadHeaderCrc {
+        offset: u64,
+        stored: u32,
+        computed: u32,
+    },
     #[error(
         "frame at byte {offset}: checksum mismatch (stored {stored:08x}, computed {computed:08x})"
     )]
@@ -328,6 +341,7 @@ impl WireError {
             WireError::BadMagic { offset, .. }
             | WireError::UnsupportedVersion { offset, .. }
             | WireError::TooLarge { offset, .. }
+            | WireError::BadHeaderCrc { offset, .. }
             | WireError::Truncated { offset, .. }
             | WireError::BadCrc { offset, .. }
             | WireError::UnknownType { offset, .. }
@@ -359,14 +373,24 @@ pub fn decode_frame(buf: &[u8], offset: u64) -> Result<Option<(Frame, usize)>, W
         Some(&v) => return Err(WireError::UnsupportedVersion { offset, version: v }),
         None => return Ok(None),
     }
-    let Some(header) = buf.get(..HEADER_LEN) else {
+    let Some(head) = buf.get(..BODY_START) else {
         return Ok(None);
     };
+    let header = &head[..HEADER_LEN];
+    let stored = u32::from_le_bytes([head[16], head[17], head[18], head[19]]);
+    let computed = crc32c::crc32c(header);
+    if stored != computed {
+        return Err(WireError::BadHeaderCrc {
+            offset,
+            stored,
+            computed,
+        });
+    }
     let len = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
     if len > MAX_BODY {
         return Err(WireError::TooLarge { offset, len });
     }
-    let body_end = HEADER_LEN + len as usize;
+    let body_end = BODY_START + len as usize;
     let total = body_end + CRC_LEN;
     let Some(frame) = buf.get(..total) else {
         return Ok(None);
@@ -395,7 +419,7 @@ pub fn decode_frame(buf: &[u8], offset: u64) -> Result<Option<(Frame, usize)>, W
     g.copy_from_slice(&header[4..12]);
     let generation = u64::from_le_bytes(g);
     let message =
-        decode_body(kind, &frame[HEADER_LEN..body_end]).map_err(|reason| WireError::Malformed {
+        decode_body(kind, &frame[BODY_START..body_end]).map_err(|reason| WireError::Malformed {
             offset,
             kind,
             reason,
@@ -427,11 +451,10 @@ pub fn decode_exact(buf: &[u8]) -> Result<Frame, WireError> {
 
 /// How many bytes the frame starting `buf` needs in all, as far as known.
 fn needed(buf: &[u8]) -> u64 {
+    let fixed = (BODY_START + CRC_LEN) as u64;
     match buf.get(12..HEADER_LEN) {
-        Some(l) => {
-            (HEADER_LEN + CRC_LEN) as u64 + u64::from(u32::from_le_bytes([l[0], l[1], l[2], l[3]]))
-        }
-        None => (HEADER_LEN + CRC_LEN) as u64,
+        Some(l) => fixed + u64::from(u32::from_le_bytes([l[0], l[1], l[2], l[3]])),
+        None => fixed,
     }
 }
 

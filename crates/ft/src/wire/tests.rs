@@ -33,6 +33,8 @@ fn golden_ack_bytes() {
     };
     let bytes = f.to_bytes().unwrap();
     let mut expect = vec![b'F', b'T', 1, 3, 2, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0, 0];
+    let header_crc = crc32c::crc32c(&expect);
+    expect.extend_from_slice(&header_crc.to_le_bytes());
     expect.extend_from_slice(&5u64.to_le_bytes());
     expect.extend_from_slice(&0x0102u64.to_le_bytes());
     let crc = crc32c::crc32c(&expect);
@@ -102,10 +104,20 @@ fn refusals_are_typed() {
         Err(WireError::UnsupportedVersion { version: 2, .. })
     ));
 
+    // A damaged length is caught by the header checksum, at once.
+    let mut b = good.clone();
+    b[13] ^= 0x40;
+    assert!(matches!(
+        decode_frame(&b[..20], 0),
+        Err(WireError::BadHeaderCrc { .. })
+    ));
+
     let mut b = good.clone();
     b[12..16].copy_from_slice(&(MAX_BODY + 1).to_le_bytes());
+    let crc = crc32c::crc32c(&b[..16]);
+    b[16..20].copy_from_slice(&crc.to_le_bytes());
     assert!(matches!(
-        decode_frame(&b[..16], 0),
+        decode_frame(&b[..20], 0),
         Err(WireError::TooLarge { .. })
     ));
 
@@ -117,6 +129,8 @@ fn refusals_are_typed() {
     // Unknown type with a valid checksum.
     let mut b = good.clone();
     b[3] = 99;
+    let crc = crc32c::crc32c(&b[..16]);
+    b[16..20].copy_from_slice(&crc.to_le_bytes());
     let n = b.len();
     let crc = crc32c::crc32c(&b[..n - 4]);
     b[n - 4..].copy_from_slice(&crc.to_le_bytes());
@@ -138,11 +152,13 @@ fn refusals_are_typed() {
     ));
 }
 
-/// Builds a frame with an arbitrary body and a valid checksum.
+/// Builds a frame with an arbitrary body and valid checksums.
 fn raw_frame(kind: u8, body: &[u8]) -> Vec<u8> {
     let mut b = vec![b'F', b'T', 1, kind];
     b.extend_from_slice(&1u64.to_le_bytes());
     b.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let header_crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&header_crc.to_le_bytes());
     b.extend_from_slice(body);
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
