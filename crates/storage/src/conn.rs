@@ -43,7 +43,7 @@ impl std::fmt::Display for ReadFail {
                 f,
                 "peer closed the connection in the middle of a frame ({got} of {want} bytes)"
             ),
-            ReadFail::Idle(d) => write!(f, "idle for {:.1} s", d.as_secs_f64()),
+            ReadFail::Idle(d) => write!(f, "nothing received for {:.1} s", d.as_secs_f64()),
             ReadFail::Stalled { got, want } => {
                 write!(f, "truncated frame: stalled after {got} of {want} bytes")
             }
@@ -75,6 +75,8 @@ impl Conn {
     ) -> io::Result<Conn> {
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
+        // A peer whose host died without a FIN is dropped after about 25 s.
+        crate::sys::set_keepalive(&stream, 10, 5, 3)?;
         stream.set_read_timeout(Some(POLL))?;
         stream.set_write_timeout(Some(stall.max(POLL)))?;
         Ok(Conn {

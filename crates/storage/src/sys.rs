@@ -1,11 +1,13 @@
 //! The few Linux calls the standard library does not wrap: `fallocate(2)` to
-//! punch holes and zero ranges in export images (TRIM and WRITE_ZEROES), and
+//! punch holes and zero ranges in export images (TRIM and WRITE_ZEROES),
 //! `flock(2)` to make sure only one storage server owns a directory's arbiter
-//! state at a time. Every `unsafe` block of the crate lives here, each one a
+//! state at a time, and TCP keepalive so a peer whose host vanished without
+//! closing its connections is noticed. Every `unsafe` block of the crate lives here, each one a
 //! plain system call on a file descriptor the caller keeps open.
 
 use std::fs::File;
 use std::io;
+use std::net::TcpStream;
 use std::os::unix::io::AsRawFd;
 
 /// Deallocates `len` bytes at `offset`, keeping the file size; the range then
@@ -62,4 +64,37 @@ pub(crate) fn try_lock_exclusive(file: &File) -> io::Result<bool> {
     } else {
         Err(err)
     }
+}
+
+/// Turns on TCP keepalive: probes after `idle_secs` of silence, every
+/// `interval_secs`, and the connection fails after `count` unanswered ones.
+pub(crate) fn set_keepalive(
+    stream: &TcpStream,
+    idle_secs: i32,
+    interval_secs: i32,
+    count: i32,
+) -> io::Result<()> {
+    let fd = stream.as_raw_fd();
+    for (level, name, value) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle_secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, interval_secs),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, count),
+    ] {
+        // SAFETY: `value` is a live c_int for the duration of the call and
+        // its exact size is passed; the descriptor is borrowed from `stream`.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast::<libc::c_void>(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }

@@ -149,31 +149,31 @@ impl ArbiterClient {
         let mut conn = self.lock();
         let mut pause = Duration::from_millis(20);
         let mut ever_connected = false;
+        let mut last: Option<Attempt> = None;
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let attempt = if remaining.is_zero() {
-                None
-            } else {
-                Some(self.attempt(&mut conn, &frame, remaining))
-            };
-            let failure = match attempt {
-                Some(Ok(Reply::Error { code, message })) => {
-                    return Err(ArbiterError::Refused {
-                        addr: self.addr,
-                        code,
-                        message,
-                    })
+            if !remaining.is_zero() {
+                match self.attempt(&mut conn, &frame, remaining) {
+                    Ok(Reply::Error { code, message }) => {
+                        return Err(ArbiterError::Refused {
+                            addr: self.addr,
+                            code,
+                            message,
+                        })
+                    }
+                    Ok(reply) => return Ok(reply),
+                    Err(f) => {
+                        if let Attempt::Exchange(_) = &f {
+                            ever_connected = true;
+                        }
+                        last = Some(f);
+                    }
                 }
-                Some(Ok(reply)) => return Ok(reply),
-                Some(Err(f)) => Some(f),
-                None => None,
-            };
-            if let Some(Attempt::Exchange(_)) = &failure {
-                ever_connected = true;
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(match failure {
+                let timeout_ms = timeout.as_millis();
+                return Err(match last {
                     Some(Attempt::Connect(source)) if !ever_connected => {
                         ArbiterError::Unreachable {
                             addr: self.addr,
@@ -182,17 +182,17 @@ impl ArbiterClient {
                     }
                     Some(Attempt::Connect(e)) => ArbiterError::Timeout {
                         addr: self.addr,
-                        ms: timeout.as_millis(),
+                        ms: timeout_ms,
                         last: e.to_string(),
                     },
                     Some(Attempt::Exchange(e)) => ArbiterError::Timeout {
                         addr: self.addr,
-                        ms: timeout.as_millis(),
+                        ms: timeout_ms,
                         last: e,
                     },
                     None => ArbiterError::Timeout {
                         addr: self.addr,
-                        ms: timeout.as_millis(),
+                        ms: timeout_ms,
                         last: "no time to try".into(),
                     },
                 });

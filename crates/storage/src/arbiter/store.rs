@@ -99,11 +99,6 @@ impl Store {
                 })
             }
         };
-        info!(
-            "arbiter: loaded state of {} VM(s) from {}",
-            state.vm_count(),
-            path.display()
-        );
         Ok(Store {
             dir: dir.to_path_buf(),
             path,

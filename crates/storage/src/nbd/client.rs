@@ -455,6 +455,7 @@ fn open_session(
         .map_err(|e| io_err(addr, "connecting", e))?;
     let setup = |s: &TcpStream| -> io::Result<()> {
         s.set_nodelay(true)?;
+        crate::sys::set_keepalive(s, 10, 5, 3)?;
         s.set_read_timeout(Some(opts.io_timeout))?;
         s.set_write_timeout(Some(opts.io_timeout))
     };

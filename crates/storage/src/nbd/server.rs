@@ -119,8 +119,13 @@ fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
     send(conn, &hello)?;
 
     let timeout = Some(s.handshake_timeout);
+    let in_handshake = |f: ReadFail| match f {
+        ReadFail::Idle(_) => End::Bad(format!("handshake timed out: {f}")),
+        other => End::from(other),
+    };
     let mut cflags = [0u8; 4];
-    conn.read_frame_start(&mut cflags, timeout)?;
+    conn.read_frame_start(&mut cflags, timeout)
+        .map_err(in_handshake)?;
     let cflags = u32::from_be_bytes(cflags);
     if cflags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
         return Err(End::Bad(format!(
@@ -131,7 +136,8 @@ fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
 
     for _ in 0..MAX_OPTIONS {
         let mut head = [0u8; 16];
-        conn.read_frame_start(&mut head, timeout)?;
+        conn.read_frame_start(&mut head, timeout)
+            .map_err(in_handshake)?;
         let magic = be64(&head[0..8]);
         if magic != IHAVEOPT {
             return Err(End::Bad(format!(
