@@ -16,8 +16,12 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Kind {
-    /// Not decoded yet. Must be 0: a zeroed page is an empty page.
+    /// Not decoded yet.
     Undecoded = 0,
+    /// Not run from the page: the slot at offset 0xffe, and a 4-byte
+    /// instruction at 0xffc (so that sequential execution never passes the
+    /// last slot).
+    Exit = 1,
     Illegal,
     Slow,
     /// FENCE and FENCE.I (one hart, and decodings never go stale).
@@ -26,6 +30,9 @@ pub(crate) enum Kind {
     Auipc,
     Jal,
     Jalr,
+    /// JAL and JALR with rd = x0.
+    J,
+    Jr,
     Beq,
     Bne,
     Blt,
@@ -111,6 +118,14 @@ impl Op {
         imm: 0,
     };
 
+    pub const EXIT: Op = Op {
+        kind: Kind::Exit,
+        rd_len: 0,
+        rs1: 0,
+        rs2: 0,
+        imm: 0,
+    };
+
     #[inline(always)]
     pub fn rd(self) -> usize {
         (self.rd_len & 31) as usize
@@ -140,6 +155,14 @@ impl Op {
 
 /// Decoded instructions of one 4 KiB page, indexed by offset / 2.
 pub(crate) type DecodedPage = [Op; 2048];
+
+/// A page with nothing decoded: every slot [`Kind::Undecoded`] but the last,
+/// which is [`Kind::Exit`].
+pub(crate) fn empty_page() -> Box<DecodedPage> {
+    let mut p = Box::new([Op::UNDECODED; 2048]);
+    p[2047] = Op::EXIT;
+    p
+}
 
 /// Decodes one instruction given its bits: `raw` holds the 16 bits of a
 /// compressed instruction or the 32 of a standard one (any bits above a
@@ -201,8 +224,27 @@ fn imm_j(insn: u32) -> i32 {
 }
 
 /// Decodes the 32-bit instruction `insn` of length `len` (2 if it is the
-/// expansion of a compressed one).
+/// expansion of a compressed one). No op but a load, `Slow` or `Illegal`
+/// writes x0: an instruction whose only effect is writing x0 becomes `Nop`.
 fn decode32(insn: u32, len: u8) -> Op {
+    let mut op = decode32_raw(insn, len);
+    if op.rd() == 0 {
+        let k = op.kind as u8;
+        if (Kind::Addi as u8..=Kind::Remuw as u8).contains(&k)
+            || op.kind == Kind::Lui
+            || op.kind == Kind::Auipc
+        {
+            op.kind = Kind::Nop;
+        } else if op.kind == Kind::Jal {
+            op.kind = Kind::J;
+        } else if op.kind == Kind::Jalr {
+            op.kind = Kind::Jr;
+        }
+    }
+    op
+}
+
+fn decode32_raw(insn: u32, len: u8) -> Op {
     use Kind::*;
     let rd = ((insn >> 7) & 31) as u8;
     let rs1 = ((insn >> 15) & 31) as u8;
@@ -354,9 +396,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_op_is_eight_bytes_and_a_zeroed_one_is_undecoded() {
+    fn an_op_is_eight_bytes() {
         assert_eq!(std::mem::size_of::<Op>(), 8);
-        assert_eq!(Kind::Undecoded as u8, 0);
     }
 
     #[test]

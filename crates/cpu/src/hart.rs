@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::{self, Bus, Ram};
 use crate::csr::*;
-use crate::decode::{self, DecodedPage, Kind, Op};
+use crate::decode::{self, empty_page, DecodedPage, Kind, Op};
 use crate::fpu::{self, FpRegs};
 use crate::mmu::{self, Regime, Tlb, CTX_UNCACHED, TLB_ENTRIES};
 use crate::rvc;
@@ -159,14 +159,22 @@ fn sext32(v: u64) -> u64 {
 /// Interrupts in decreasing priority (privileged spec 3.1.9).
 const IRQ_PRIORITY: [u64; 6] = [11, 3, 7, 9, 1, 5];
 
-/// What the decoded-page loop does after an instruction.
+/// What the decoded-page loop does after an op.
 enum Flow {
-    /// Go on.
-    Next,
-    /// A memory access: it may have reached a device or written code.
-    Mem,
-    /// Leave the page: the instruction may have changed the translation.
-    Leave,
+    /// Go on at this (sequential) pc.
+    Next(u64),
+    /// Go on at this jump target, which may lie outside the page.
+    Jump(u64),
+    /// Go on at this pc after a slow memory access, which may have reached a
+    /// device or written code.
+    Mem(u64),
+    /// Leave the page: the instruction (SYSTEM, atomic or FP) may have
+    /// changed the translation. It updated `self.pc` and `self.icount`.
+    Done,
+    /// The op is [`Kind::Undecoded`]: decode it and retry.
+    Undecoded,
+    /// The op is [`Kind::Exit`]: take one ordinary step and leave.
+    Exit,
 }
 
 /// Most decoded pages kept at once (16 KiB each); beyond it all are dropped.
@@ -209,7 +217,7 @@ impl Icache {
             self.count = 0;
         }
         self.count += 1;
-        Box::new([Op::UNDECODED; 2048])
+        empty_page()
     }
 }
 
@@ -472,7 +480,7 @@ impl Hart {
     /// instruction, a trap) or that ends the inner loop (`sync`).
     ///
     /// [`fetch`]: Hart::fetch
-    #[inline(always)]
+    #[inline(never)]
     fn exec_page<B: Bus>(
         &mut self,
         ram: &mut Ram,
@@ -482,41 +490,88 @@ impl Hart {
         index: usize,
         base: u64,
     ) -> bool {
-        loop {
-            let off = self.pc.wrapping_sub(base);
-            if off >= 0xffe {
-                // Left the page, or a 4-byte instruction may straddle its end.
-                return true;
-            }
-            let i = (off >> 1) as usize;
-            let mut op = page[i];
-            if op.kind == Kind::Undecoded {
-                op = self.decode_at(ram, index, off);
-                page[i] = op;
-            }
-            self.icount = self.icount.wrapping_add(1);
-            let flow = self.exec(ram, bus, op);
-            self.x[0] = 0;
+        // `pc` and the step count live in registers. `self.pc` and
+        // `self.icount` are brought up to date before anything that may read
+        // them (a slow memory access, a SYSTEM instruction, a trap) and on
+        // leaving.
+        let mut pc = self.pc;
+        let mut icount = self.icount;
+        let keep = loop {
+            // In range: checked on entry and after jumps; sequential
+            // execution stops at the `Exit` slot at the latest.
+            let i = ((pc >> 1) & 2047) as usize; // `base` is 4 KiB-aligned
+            let op = page[i];
+            // Two copies of the executor, one per instruction length, so the
+            // next pc of a sequential instruction is `pc` plus a constant and
+            // does not wait for the op to be loaded.
+            let flow = if op.len() == 2 {
+                self.exec::<B, 2>(ram, bus, op, pc, icount + 1)
+            } else {
+                self.exec::<B, 4>(ram, bus, op, pc, icount + 1)
+            };
             match flow {
-                Ok(Flow::Next) => {}
-                Ok(Flow::Mem) => {
-                    if self.sync {
-                        return true;
-                    }
-                    if !ram.code.written.is_empty() && self.drop_written(ram, index) {
-                        return false;
+                Ok(Flow::Next(next)) => {
+                    icount += 1;
+                    pc = next;
+                }
+                Ok(Flow::Jump(next)) => {
+                    icount += 1;
+                    pc = next;
+                    if next.wrapping_sub(base) >= 0x1000 {
+                        break true;
                     }
                 }
-                Ok(Flow::Leave) => return true,
+                Ok(Flow::Mem(next)) => {
+                    // A slow memory access: it may have reached a device
+                    // (`sync`) or written code.
+                    self.x[0] = 0;
+                    icount += 1;
+                    pc = next;
+                    if self.sync {
+                        break true;
+                    }
+                    if !ram.code.written.is_empty() && self.drop_written(ram, index) {
+                        break false;
+                    }
+                }
+                Ok(Flow::Done) => {
+                    // A SYSTEM, atomic or FP instruction, which brought
+                    // `self` up to date.
+                    self.x[0] = 0;
+                    return true;
+                }
+                Ok(Flow::Undecoded) => {
+                    page[i] = self.decode_at(ram, index, pc & 0xfff);
+                    continue;
+                }
+                Ok(Flow::Exit) => {
+                    self.pc = pc;
+                    self.icount = icount;
+                    self.step_cold(ram, bus);
+                    return true;
+                }
                 Err(t) => {
+                    self.x[0] = 0;
+                    self.pc = pc;
+                    self.icount = icount + 1;
                     self.enter_trap(t.cause as u64, t.tval, false);
                     return true;
                 }
             }
-            if self.icount >= limit {
-                return true;
+            if icount >= limit {
+                break true;
             }
-        }
+        };
+        self.pc = pc;
+        self.icount = icount;
+        keep
+    }
+
+    /// One ordinary step, with a full fetch, out of line.
+    #[cold]
+    #[inline(never)]
+    fn step_cold<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B) {
+        self.step(ram, bus);
     }
 
     /// Decodes the instruction at offset `off` (at most 0xffc) of RAM page
@@ -536,7 +591,11 @@ impl Hart {
             // Unreachable (the TLB maps whole pages); decoded as illegal zero bits.
             return decode::decode(0, self.rvc);
         }
-        decode::decode(u32::from_le_bytes(b), self.rvc)
+        let raw = u32::from_le_bytes(b);
+        if off == 0xffc && raw & 3 == 3 {
+            return Op::EXIT;
+        }
+        decode::decode(raw, self.rvc)
     }
 
     /// Drops the decodings of the pages written since they were decoded.
@@ -559,104 +618,222 @@ impl Hart {
         hit
     }
 
-    /// Executes a decoded instruction (not [`Kind::Undecoded`]).
+    /// Executes the decoded instruction `op` of length `LEN` at `pc` as
+    /// step number `icount`. `self.pc` and `self.icount` may be stale, and
+    /// are updated before anything that reads them.
     #[inline(always)]
-    fn exec<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, op: Op) -> Result<Flow, Trap> {
+    fn exec<B: Bus, const LEN: u64>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        op: Op,
+        pc: u64,
+        icount: u64,
+    ) -> Result<Flow, Trap> {
         let rd = op.rd();
         let a = self.x[op.rs1()];
         let b = self.x[op.rs2()];
         let imm = op.imm as i64 as u64;
-        let pc = self.pc;
-        let next = pc.wrapping_add(op.len());
+        let next = pc.wrapping_add(LEN);
         let (a32, b32) = (a as i32, b as i32);
+        // Distinct flows for the two outcomes keep a branch a branch (not a
+        // select that would make the next pc wait for the comparison).
         let branch = |taken: bool| {
-            if taken {
-                pc.wrapping_add(imm)
+            Ok(if taken {
+                Flow::Jump(pc.wrapping_add(imm))
             } else {
-                next
-            }
+                Flow::Next(next)
+            })
         };
-        let mut flow = Flow::Next;
         match op.kind {
             Kind::Lui => self.x[rd] = imm,
             Kind::Auipc => self.x[rd] = pc.wrapping_add(imm),
             Kind::Jal => {
                 self.x[rd] = next;
-                self.pc = pc.wrapping_add(imm);
-                return Ok(Flow::Next);
+                return Ok(Flow::Jump(pc.wrapping_add(imm)));
             }
             Kind::Jalr => {
                 self.x[rd] = next;
-                self.pc = a.wrapping_add(imm) & !1;
-                return Ok(Flow::Next);
+                return Ok(Flow::Jump(a.wrapping_add(imm) & !1));
             }
+            Kind::J => return Ok(Flow::Jump(pc.wrapping_add(imm))),
+            Kind::Jr => return Ok(Flow::Jump(a.wrapping_add(imm) & !1)),
             Kind::Beq => {
-                self.pc = branch(a == b);
-                return Ok(Flow::Next);
+                return branch(a == b);
             }
             Kind::Bne => {
-                self.pc = branch(a != b);
-                return Ok(Flow::Next);
+                return branch(a != b);
             }
             Kind::Blt => {
-                self.pc = branch((a as i64) < (b as i64));
-                return Ok(Flow::Next);
+                return branch((a as i64) < (b as i64));
             }
             Kind::Bge => {
-                self.pc = branch((a as i64) >= (b as i64));
-                return Ok(Flow::Next);
+                return branch((a as i64) >= (b as i64));
             }
             Kind::Bltu => {
-                self.pc = branch(a < b);
-                return Ok(Flow::Next);
+                return branch(a < b);
             }
             Kind::Bgeu => {
-                self.pc = branch(a >= b);
-                return Ok(Flow::Next);
+                return branch(a >= b);
             }
             Kind::Lb => {
-                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 1)? as i8 as u64;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                return Ok(match self.load_fast(va, 1) {
+                    Some(v) => {
+                        self.x[rd] = v as i8 as u64;
+                        self.x[0] = 0;
+                        Flow::Next(next)
+                    }
+                    None => {
+                        self.pc = pc;
+                        self.icount = icount;
+                        self.x[rd] = self.load_slow(ram, bus, va, 1)? as i8 as u64;
+                        self.x[0] = 0;
+                        Flow::Mem(next)
+                    }
+                });
             }
             Kind::Lh => {
-                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 2)? as i16 as u64;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                return Ok(match self.load_fast(va, 2) {
+                    Some(v) => {
+                        self.x[rd] = v as i16 as u64;
+                        self.x[0] = 0;
+                        Flow::Next(next)
+                    }
+                    None => {
+                        self.pc = pc;
+                        self.icount = icount;
+                        self.x[rd] = self.load_slow(ram, bus, va, 2)? as i16 as u64;
+                        self.x[0] = 0;
+                        Flow::Mem(next)
+                    }
+                });
             }
             Kind::Lw => {
-                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 4)? as i32 as u64;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                return Ok(match self.load_fast(va, 4) {
+                    Some(v) => {
+                        self.x[rd] = v as i32 as u64;
+                        self.x[0] = 0;
+                        Flow::Next(next)
+                    }
+                    None => {
+                        self.pc = pc;
+                        self.icount = icount;
+                        self.x[rd] = self.load_slow(ram, bus, va, 4)? as i32 as u64;
+                        self.x[0] = 0;
+                        Flow::Mem(next)
+                    }
+                });
             }
             Kind::Ld => {
-                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 8)?;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                return Ok(match self.load_fast(va, 8) {
+                    Some(v) => {
+                        self.x[rd] = v;
+                        self.x[0] = 0;
+                        Flow::Next(next)
+                    }
+                    None => {
+                        self.pc = pc;
+                        self.icount = icount;
+                        self.x[rd] = self.load_slow(ram, bus, va, 8)?;
+                        self.x[0] = 0;
+                        Flow::Mem(next)
+                    }
+                });
             }
             Kind::Lbu => {
-                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 1)?;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                return Ok(match self.load_fast(va, 1) {
+                    Some(v) => {
+                        self.x[rd] = v;
+                        self.x[0] = 0;
+                        Flow::Next(next)
+                    }
+                    None => {
+                        self.pc = pc;
+                        self.icount = icount;
+                        self.x[rd] = self.load_slow(ram, bus, va, 1)?;
+                        self.x[0] = 0;
+                        Flow::Mem(next)
+                    }
+                });
             }
             Kind::Lhu => {
-                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 2)?;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                return Ok(match self.load_fast(va, 2) {
+                    Some(v) => {
+                        self.x[rd] = v;
+                        self.x[0] = 0;
+                        Flow::Next(next)
+                    }
+                    None => {
+                        self.pc = pc;
+                        self.icount = icount;
+                        self.x[rd] = self.load_slow(ram, bus, va, 2)?;
+                        self.x[0] = 0;
+                        Flow::Mem(next)
+                    }
+                });
             }
             Kind::Lwu => {
-                self.x[rd] = self.load(ram, bus, a.wrapping_add(imm), 4)?;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                return Ok(match self.load_fast(va, 4) {
+                    Some(v) => {
+                        self.x[rd] = v;
+                        self.x[0] = 0;
+                        Flow::Next(next)
+                    }
+                    None => {
+                        self.pc = pc;
+                        self.icount = icount;
+                        self.x[rd] = self.load_slow(ram, bus, va, 4)?;
+                        self.x[0] = 0;
+                        Flow::Mem(next)
+                    }
+                });
             }
             Kind::Sb => {
-                self.store(ram, bus, a.wrapping_add(imm), 1, b)?;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                if self.store_fast(va, 1, b) {
+                    return Ok(Flow::Next(next));
+                }
+                self.pc = pc;
+                self.icount = icount;
+                self.store_slow(ram, bus, va, 1, b)?;
+                return Ok(Flow::Mem(next));
             }
             Kind::Sh => {
-                self.store(ram, bus, a.wrapping_add(imm), 2, b)?;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                if self.store_fast(va, 2, b) {
+                    return Ok(Flow::Next(next));
+                }
+                self.pc = pc;
+                self.icount = icount;
+                self.store_slow(ram, bus, va, 2, b)?;
+                return Ok(Flow::Mem(next));
             }
             Kind::Sw => {
-                self.store(ram, bus, a.wrapping_add(imm), 4, b)?;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                if self.store_fast(va, 4, b) {
+                    return Ok(Flow::Next(next));
+                }
+                self.pc = pc;
+                self.icount = icount;
+                self.store_slow(ram, bus, va, 4, b)?;
+                return Ok(Flow::Mem(next));
             }
             Kind::Sd => {
-                self.store(ram, bus, a.wrapping_add(imm), 8, b)?;
-                flow = Flow::Mem;
+                let va = a.wrapping_add(imm);
+                if self.store_fast(va, 8, b) {
+                    return Ok(Flow::Next(next));
+                }
+                self.pc = pc;
+                self.icount = icount;
+                self.store_slow(ram, bus, va, 8, b)?;
+                return Ok(Flow::Mem(next));
             }
             Kind::Addi => self.x[rd] = a.wrapping_add(imm),
             Kind::Slti => self.x[rd] = ((a as i64) < (imm as i64)) as u64,
@@ -742,13 +919,15 @@ impl Hart {
             Kind::Nop => {}
             Kind::Illegal => return Err(Trap::illegal(op.imm as u32 as u64)),
             Kind::Slow => {
+                self.pc = pc;
+                self.icount = icount;
                 self.exec_slow(ram, bus, op)?;
-                return Ok(Flow::Leave);
+                return Ok(Flow::Done);
             }
-            Kind::Undecoded => return Ok(Flow::Leave), // not reached: decoded first
+            Kind::Undecoded => return Ok(Flow::Undecoded),
+            Kind::Exit => return Ok(Flow::Exit),
         }
-        self.pc = next;
-        Ok(flow)
+        Ok(Flow::Next(next))
     }
 
     /// SYSTEM, atomics and floating point: the general executor, on the
@@ -833,6 +1012,47 @@ impl Hart {
         }
     }
 
+    /// The TLB-hit path of [`Hart::load`]: `None` on a miss.
+    #[inline(always)]
+    fn load_fast(&self, va: u64, size: u64) -> Option<u64> {
+        let vpn = va >> 12;
+        let e = self.tlb.load[self.data_ctx & 3][(vpn as usize) % TLB_ENTRIES];
+        if e.vpn == vpn && (va & 0xfff) + size <= 0x1000 {
+            let p = (va as usize).wrapping_add(e.addend);
+            // SAFETY: the TLB maps whole RAM pages and the access lies within one.
+            unsafe {
+                return Some(match size {
+                    1 => *(p as *const u8) as u64,
+                    2 => (p as *const u16).read_unaligned() as u64,
+                    4 => (p as *const u32).read_unaligned() as u64,
+                    _ => (p as *const u64).read_unaligned(),
+                });
+            }
+        }
+        None
+    }
+
+    /// The TLB-hit path of [`Hart::store`]: false on a miss.
+    #[inline(always)]
+    fn store_fast(&mut self, va: u64, size: u64, v: u64) -> bool {
+        let vpn = va >> 12;
+        let e = self.tlb.store[self.data_ctx & 3][(vpn as usize) % TLB_ENTRIES];
+        if e.vpn == vpn && (va & 0xfff) + size <= 0x1000 {
+            let p = (va as usize).wrapping_add(e.addend);
+            // SAFETY: the TLB maps whole RAM pages and the access lies within one.
+            unsafe {
+                match size {
+                    1 => *(p as *mut u8) = v as u8,
+                    2 => (p as *mut u16).write_unaligned(v as u16),
+                    4 => (p as *mut u32).write_unaligned(v as u32),
+                    _ => (p as *mut u64).write_unaligned(v),
+                }
+            }
+            return true;
+        }
+        false
+    }
+
     #[inline(always)]
     fn load<B: Bus>(
         &mut self,
@@ -841,21 +1061,10 @@ impl Hart {
         va: u64,
         size: u64,
     ) -> Result<u64, Trap> {
-        let vpn = va >> 12;
-        let e = self.tlb.load[self.data_ctx][(vpn as usize) % TLB_ENTRIES];
-        if e.vpn == vpn && (va & 0xfff) + size <= 0x1000 {
-            let p = (va as usize).wrapping_add(e.addend);
-            // SAFETY: the TLB maps whole RAM pages and the access lies within one.
-            unsafe {
-                return Ok(match size {
-                    1 => *(p as *const u8) as u64,
-                    2 => (p as *const u16).read_unaligned() as u64,
-                    4 => (p as *const u32).read_unaligned() as u64,
-                    _ => (p as *const u64).read_unaligned(),
-                });
-            }
+        match self.load_fast(va, size) {
+            Some(v) => Ok(v),
+            None => self.load_slow(ram, bus, va, size),
         }
-        self.load_slow(ram, bus, va, size)
     }
 
     #[cold]
@@ -899,19 +1108,7 @@ impl Hart {
         size: u64,
         v: u64,
     ) -> Result<(), Trap> {
-        let vpn = va >> 12;
-        let e = self.tlb.store[self.data_ctx][(vpn as usize) % TLB_ENTRIES];
-        if e.vpn == vpn && (va & 0xfff) + size <= 0x1000 {
-            let p = (va as usize).wrapping_add(e.addend);
-            // SAFETY: the TLB maps whole RAM pages and the access lies within one.
-            unsafe {
-                match size {
-                    1 => *(p as *mut u8) = v as u8,
-                    2 => (p as *mut u16).write_unaligned(v as u16),
-                    4 => (p as *mut u32).write_unaligned(v as u32),
-                    _ => (p as *mut u64).write_unaligned(v),
-                }
-            }
+        if self.store_fast(va, size, v) {
             return Ok(());
         }
         self.store_slow(ram, bus, va, size, v)
