@@ -565,16 +565,33 @@ mod tests {
     }
 
     #[test]
-    fn golden_bytes_of_a_query() {
-        // Matches the worked example in docs/storage.md.
+    fn golden_bytes_match_the_worked_examples() {
+        // The worked examples in docs/storage.md.
         let f = Request::Query { vm: "vm1".into() }.encode();
         let mut want = vec![
             0x46, 0x54, 0x41, 0x42, 0x01, 0x02, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x03, 0x00,
             b'v', b'm', b'1',
         ];
-        let crc = crc32c::crc32c(&want);
-        want.extend_from_slice(&crc.to_le_bytes());
+        want.extend_from_slice(&[0x09, 0x39, 0x45, 0x09]);
         assert_eq!(f, want);
+        let tas = Request::TestAndSet {
+            vm: "vm1".into(),
+            generation: 7,
+            claimant: "backup1".into(),
+        }
+        .encode();
+        let hex: Vec<String> = tas.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "46 54 41 42 01 01 00 00 16 00 00 00 03 00 76 6D 31 07 00 00 00 00 00 00 00 \
+             07 00 62 61 63 6B 75 70 31 96 14 86 2C"
+        );
+        let won = Reply::Won { generation: 7 }.encode();
+        let hex: Vec<String> = won.iter().map(|b| format!("{b:02X}")).collect();
+        assert_eq!(
+            hex.join(" "),
+            "46 54 41 42 01 81 00 00 08 00 00 00 07 00 00 00 00 00 00 00 FE D3 14 6E"
+        );
     }
 
     #[test]
