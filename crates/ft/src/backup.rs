@@ -66,6 +66,8 @@ pub struct Backup {
     now: u64,
     phase: Phase,
     conn: Conn,
+    /// When a handshake in progress is given up.
+    handshake_deadline: u64,
     detector: FailureDetector,
     arbiter: ArbiterClient,
     received: Seq,
@@ -106,6 +108,7 @@ impl Backup {
             now: now_ms,
             phase: Phase::Following,
             conn: Conn::None,
+            handshake_deadline: 0,
             received: 0,
             received_icount: 0,
             primary_icount: 0,
@@ -231,6 +234,7 @@ impl Backup {
         }
         self.drop_queued_sends();
         self.conn = Conn::Handshake;
+        self.handshake_deadline = self.now.saturating_add(self.cfg.handshake_timeout_ms);
         self.ack_due = false;
         let hello = Hello {
             version: PROTOCOL_VERSION,
@@ -309,6 +313,12 @@ impl Backup {
             Phase::Following => {
                 if self.detector.expired(self.now) {
                     self.declare_failure();
+                    return;
+                }
+                if self.conn == Conn::Handshake && self.now >= self.handshake_deadline {
+                    self.conn = Conn::None;
+                    self.drop_queued_sends();
+                    self.actions.push_back(BackupAction::Disconnect);
                     return;
                 }
                 if self.conn != Conn::Ready {

@@ -24,6 +24,9 @@ pub struct Config {
     pub heartbeat_interval_ms: u64,
     /// Silence from the peer longer than this declares it dead.
     pub failure_timeout_ms: u64,
+    /// A connection whose handshake has not completed this long after it
+    /// was established is dropped (so the driver dials again).
+    pub handshake_timeout_ms: u64,
     /// Before the pair has ever completed a handshake, how long to wait for
     /// the peer before declaring it dead (the two processes are rarely
     /// started within one failure timeout of each other).
@@ -58,6 +61,7 @@ impl Config {
             log_header: Vec::new(),
             heartbeat_interval_ms: 50,
             failure_timeout_ms: 500,
+            handshake_timeout_ms: 200,
             startup_timeout_ms: 10_000,
             lag_target_ms: 100,
             max_throttle_ms: 10,
@@ -83,6 +87,9 @@ impl Config {
         }
         if self.heartbeat_interval_ms.saturating_mul(2) > self.failure_timeout_ms {
             return bad("the failure timeout must be at least two heartbeat intervals");
+        }
+        if self.handshake_timeout_ms == 0 || self.handshake_timeout_ms > self.failure_timeout_ms {
+            return bad("the handshake timeout must be positive and at most the failure timeout");
         }
         if self.startup_timeout_ms < self.failure_timeout_ms {
             return bad("the startup timeout must be at least the failure timeout");

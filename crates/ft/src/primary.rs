@@ -75,6 +75,8 @@ pub struct Primary {
     now: u64,
     phase: Phase,
     conn: Conn,
+    /// When a handshake in progress is given up.
+    handshake_deadline: u64,
     detector: FailureDetector,
     arbiter: ArbiterClient,
     /// Sequence number the next entry gets.
@@ -113,6 +115,7 @@ impl Primary {
             now: now_ms,
             phase: Phase::Paired,
             conn: Conn::None,
+            handshake_deadline: 0,
             next_seq: 1,
             last_entry_icount: 0,
             unacked: VecDeque::new(),
@@ -241,6 +244,7 @@ impl Primary {
         }
         self.drop_queued_sends();
         self.conn = Conn::Handshake;
+        self.handshake_deadline = self.now.saturating_add(self.cfg.handshake_timeout_ms);
         let hello = Hello {
             version: PROTOCOL_VERSION,
             vm: self.cfg.vm.clone(),
@@ -319,6 +323,12 @@ impl Primary {
             Phase::Paired => {
                 if self.detector.expired(self.now) {
                     self.declare_failure();
+                    return;
+                }
+                if self.conn == Conn::Handshake && self.now >= self.handshake_deadline {
+                    self.conn = Conn::None;
+                    self.drop_queued_sends();
+                    self.actions.push_back(PrimaryAction::Disconnect);
                     return;
                 }
                 if self.conn == Conn::Ready {

@@ -219,7 +219,10 @@ impl Net {
             return false;
         }
         let n = chunks.len() as u64;
-        let chunk = chunks.into_iter().nth((pick % n) as usize).expect("in range");
+        let chunk = chunks
+            .into_iter()
+            .nth((pick % n) as usize)
+            .expect("in range");
         let i = (pick >> 32) as usize % chunk.len();
         chunk[i] ^= 1 << bit;
         true
