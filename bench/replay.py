@@ -54,7 +54,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    sh(["cargo", "build", "--release", "--quiet", "-p", "ftvm"], cwd=ROOT)
+    if not os.environ.get("FTVM_BENCH_NO_BUILD"):  # set to measure an existing binary
+        sh(["cargo", "build", "--release", "--quiet", "-p", "ftvm"], cwd=ROOT)
     g = guest_dir()
     img = ["--bios", g + "/fw_jump.bin", "--kernel", g + "/Image", "--initrd", g + "/initrd.cpio.gz"]
     tmp = tempfile.mkdtemp(prefix="ftvm-bench-")

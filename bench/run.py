@@ -64,7 +64,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     ftvm = os.path.join(ROOT, "target/release/ftvm")
-    sh(["cargo", "build", "--release", "--quiet", "-p", "ftvm"], cwd=ROOT)
+    if not os.environ.get("FTVM_BENCH_NO_BUILD"):  # set to measure an existing binary
+        sh(["cargo", "build", "--release", "--quiet", "-p", "ftvm"], cwd=ROOT)
     g = guest_dir()
     tmp = os.path.join(ROOT, "target/bench")
     elf = sh([os.path.join(ROOT, "bench/cpu/build.sh"), tmp], stdout=subprocess.PIPE,

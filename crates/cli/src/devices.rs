@@ -99,6 +99,8 @@ pub struct Backends {
     pub disks: BTreeMap<Slot, DiskImage>,
     pub taps: BTreeMap<Slot, TapDevice>,
     stoppers: Vec<TapStopper>,
+    /// Block requests for the disk worker thread, once started.
+    disk_queue: Option<Sender<(Slot, u64, BlkOp)>>,
 }
 
 impl Drop for Backends {
@@ -121,6 +123,7 @@ pub fn open(
         disks: BTreeMap::new(),
         taps: BTreeMap::new(),
         stoppers: Vec::new(),
+        disk_queue: None,
     };
     for d in drives {
         let disk = DiskImage::open(&d.path, d.read_only)
@@ -183,9 +186,51 @@ impl Backends {
         Ok(())
     }
 
-    /// Serves a block request; returns the completion input.
-    pub fn block(&self, slot: Slot, id: u64, op: &BlkOp) -> Input {
-        let (status, data) = match self.disks.get(&slot) {
+    /// Starts the disk worker: block requests are served in order on their
+    /// own thread, so a slow fdatasync does not stall the guest; each
+    /// completion comes back to `tx` as an input for the driver to apply.
+    pub fn start_disk_worker(&mut self, tx: &Sender<HostEvent>) -> Result<()> {
+        if self.disks.is_empty() {
+            return Ok(());
+        }
+        let disks = std::mem::take(&mut self.disks);
+        let (qtx, qrx) = std::sync::mpsc::channel::<(Slot, u64, BlkOp)>();
+        let tx = tx.clone();
+        thread::Builder::new()
+            .name("disk-io".into())
+            .spawn(move || {
+                for (slot, id, op) in qrx {
+                    if tx
+                        .send(HostEvent::Completion(block(&disks, slot, id, &op)))
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .context("cannot start the disk I/O thread")?;
+        self.disk_queue = Some(qtx);
+        Ok(())
+    }
+
+    /// Queues a block request for the disk worker. Returns the completion
+    /// at once (an I/O error) only if there is no worker to take it.
+    pub fn submit_block(&self, slot: Slot, id: u64, op: BlkOp) -> Option<Input> {
+        match &self.disk_queue {
+            Some(q) => match q.send((slot, id, op)) {
+                Ok(()) => None,
+                // The worker is gone (it only stops when the driver does).
+                Err(e) => Some(block(&self.disks, slot, id, &e.0 .2)),
+            },
+            None => Some(block(&self.disks, slot, id, &op)),
+        }
+    }
+}
+
+/// Serves one block request; returns the completion input.
+fn block(disks: &BTreeMap<Slot, DiskImage>, slot: Slot, id: u64, op: &BlkOp) -> Input {
+    {
+        let (status, data) = match disks.get(&slot) {
             None => (1, Vec::new()),
             Some(disk) => {
                 let r = match op {
@@ -214,7 +259,9 @@ impl Backends {
             data,
         }
     }
+}
 
+impl Backends {
     /// Sends a frame out of the TAP in `slot`.
     pub fn transmit(&self, slot: Slot, frame: &[u8]) {
         if let Some(tap) = self.taps.get(&slot) {

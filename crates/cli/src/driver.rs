@@ -94,6 +94,7 @@ impl Driver {
     ) -> Result<Driver> {
         let (tx, events) = mpsc::channel();
         backends.start_readers(&tx)?;
+        backends.start_disk_worker(&tx)?;
         let console = Console::open(&opts.console, opts.read_input.then(|| tx.clone()))?;
         Ok(Driver {
             machine,
@@ -129,6 +130,7 @@ impl Driver {
                 Filtered::Quit => return Ok(true),
             },
             HostEvent::Frame(slot, frame) => self.apply(Input::NetRx { slot, frame })?,
+            HostEvent::Completion(input) => self.apply(input)?,
         }
         Ok(false)
     }
@@ -143,8 +145,9 @@ impl Driver {
                 Output::Console(bytes) => self.console.write(&bytes)?,
                 Output::NetTx { slot, frame } => self.backends.transmit(slot, &frame),
                 Output::Blk { slot, id, op } => {
-                    let done = self.backends.block(slot, id, &op);
-                    self.pending.push_back(done);
+                    if let Some(done) = self.backends.submit_block(slot, id, op) {
+                        self.pending.push_back(done);
+                    }
                 }
                 Output::Rng { slot, id, len } => {
                     self.pending.push_back(devices::entropy(slot, id, len))
