@@ -272,3 +272,46 @@ fn storage_killed_mid_stream_loses_no_acknowledged_write() {
         (3, Some("primary"))
     );
 }
+
+#[test]
+fn an_export_missing_for_a_while_after_restart_is_waited_for() {
+    let dir = TempDir::new("rc-missing");
+    let img = make_image(dir.path(), "disk", 65536, 0);
+    let srv = start(dir.path());
+    let nbd = srv.nbd_addr();
+    let c = Arc::new(NbdClient::connect_with(nbd, "disk", patient()).unwrap());
+    srv.stop();
+    let aside = dir.path().join("disk.img.aside");
+    std::fs::rename(&img, &aside).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.nbd_listen = nbd;
+    let _srv = start_with(cfg);
+    let writer = {
+        let c = c.clone();
+        std::thread::spawn(move || c.write_at(0, b"waited", false))
+    };
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(!writer.is_finished(), "no export yet: the write waits");
+    std::fs::rename(&aside, &img).unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(&std::fs::read(&img).unwrap()[..6], b"waited");
+}
+
+#[test]
+fn an_export_that_changed_size_is_an_error() {
+    let dir = TempDir::new("rc-size");
+    let img = make_image(dir.path(), "disk", 65536, 0);
+    let srv = start(dir.path());
+    let nbd = srv.nbd_addr();
+    let c = NbdClient::connect_with(nbd, "disk", patient()).unwrap();
+    srv.stop();
+    std::fs::write(&img, vec![0u8; 131072]).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.nbd_listen = nbd;
+    let _srv = start_with(cfg);
+    let err = c.write_at(0, b"x", false).unwrap_err();
+    assert!(
+        matches!(err, ftvm_storage::NbdError::SizeChanged { .. }),
+        "{err}"
+    );
+}

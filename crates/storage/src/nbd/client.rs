@@ -260,7 +260,11 @@ impl NbdClient {
     }
 
     /// Sends one request and waits for its reply, reconnecting and re-sending
-    /// until it is answered or the retry policy gives up.
+    /// until it is answered or the retry policy gives up. Once the first
+    /// connection has succeeded, every failure to reconnect is treated as
+    /// temporary (the export existed, so the storage server is restarting or
+    /// unreachable) except a change of export size, which would make
+    /// re-sending unsafe.
     fn transact(
         &self,
         command: u16,
@@ -273,37 +277,11 @@ impl NbdClient {
         let mut inner = self.lock();
         let started = Instant::now();
         let mut delay = self.opts.backoff_initial;
+        let mut last_report: Option<Instant> = None;
         loop {
-            let last_error = if inner.session.is_none() {
-                match open_session(self.addr, &self.export, &self.opts) {
-                    Ok(s) => {
-                        if s.info.size != self.info.size {
-                            return Err(NbdError::SizeChanged {
-                                export: self.export.clone(),
-                                was: self.info.size,
-                                now: s.info.size,
-                            });
-                        }
-                        inner.reconnects += 1;
-                        info!(
-                            addr = %self.addr,
-                            export = %self.export,
-                            "nbd client: reconnected after {:.2} s",
-                            started.elapsed().as_secs_f64()
-                        );
-                        inner.session = Some(s);
-                        None
-                    }
-                    Err(e @ (NbdError::Io { .. } | NbdError::Protocol { .. })) => {
-                        Some(e.to_string())
-                    }
-                    Err(e) => return Err(e),
-                }
-            } else {
-                None
-            };
-            let last_error = match (last_error, inner.session.is_some()) {
-                (None, true) => {
+            let failure = match self.ensure_session(&mut inner, started)? {
+                Err(e) => e,
+                Ok(()) => {
                     let handle = inner.next_handle;
                     inner.next_handle = inner.next_handle.wrapping_add(1);
                     let req = Request {
@@ -315,7 +293,7 @@ impl NbdClient {
                     };
                     let result = match inner.session.as_mut() {
                         Some(s) => s.exchange(&req, payload, read_buf.as_deref_mut()),
-                        None => Err(io::Error::other("no session").to_string()),
+                        None => Err("no session".to_string()),
                     };
                     match result {
                         Ok(0) => return Ok(()),
@@ -343,20 +321,60 @@ impl NbdClient {
                         }
                     }
                 }
-                (Some(e), _) => e,
-                (None, false) => "no session".to_string(),
             };
+            if last_report.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                if last_report.is_some() {
+                    warn!(
+                        addr = %self.addr,
+                        export = %self.export,
+                        "nbd client: still waiting for the server after {:.1} s: {failure}",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                last_report = Some(Instant::now());
+            }
             if let Some(limit) = self.opts.retry_for {
                 if started.elapsed() >= limit {
                     return Err(NbdError::GaveUp {
                         addr: self.addr,
                         secs: started.elapsed().as_secs_f64(),
-                        last: last_error,
+                        last: failure,
                     });
                 }
             }
             std::thread::sleep(delay);
             delay = (delay * 2).min(self.opts.backoff_max);
+        }
+    }
+
+    /// Makes sure there is a session. `Ok(Err(reason))` is a temporary
+    /// failure to retry; `Err` ends the request.
+    fn ensure_session(
+        &self,
+        inner: &mut Inner,
+        started: Instant,
+    ) -> Result<Result<(), String>, NbdError> {
+        if inner.session.is_some() {
+            return Ok(Ok(()));
+        }
+        match open_session(self.addr, &self.export, &self.opts) {
+            Ok(s) if s.info.size != self.info.size => Err(NbdError::SizeChanged {
+                export: self.export.clone(),
+                was: self.info.size,
+                now: s.info.size,
+            }),
+            Ok(s) => {
+                inner.reconnects += 1;
+                info!(
+                    addr = %self.addr,
+                    export = %self.export,
+                    "nbd client: reconnected after {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+                inner.session = Some(s);
+                Ok(Ok(()))
+            }
+            Err(e) => Ok(Err(e.to_string())),
         }
     }
 }
