@@ -431,6 +431,9 @@ impl Backup {
         match self.phase {
             Phase::Following => {
                 let mut t = self.detector.deadline_ms();
+                if self.conn == Conn::Handshake {
+                    t = t.min(self.handshake_deadline);
+                }
                 if self.conn == Conn::Ready {
                     t = t.min(self.last_sent_ms + self.cfg.progress_report_ms);
                 }

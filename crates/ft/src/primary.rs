@@ -433,6 +433,9 @@ impl Primary {
         match self.phase {
             Phase::Paired => {
                 let mut t = self.detector.deadline_ms();
+                if self.conn == Conn::Handshake {
+                    t = t.min(self.handshake_deadline);
+                }
                 if self.conn == Conn::Ready {
                     t = t.min(self.last_sent_ms + self.cfg.heartbeat_interval_ms);
                 }
