@@ -278,8 +278,19 @@ fn an_idle_guest_sleeps_and_logs_little() {
     args.extend(guest_image_args());
     let t = std::time::Instant::now();
     let out = ftvm_output(&args, Duration::from_secs(120));
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(t.elapsed() >= Duration::from_secs(3), "the guest's sleep took less than 3 s");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        t.elapsed() >= Duration::from_secs(3),
+        "the guest's sleep took less than 3 s"
+    );
     let size = std::fs::metadata(&log).expect("log").len();
-    assert!(size < 64 * 1024, "an idle guest produced {size} bytes of log in 3 s");
+    assert!(
+        size < 64 * 1024,
+        "an idle guest produced {size} bytes of log in 3 s"
+    );
 }

@@ -18,7 +18,14 @@ fn a_misprogrammed_queue_gets_device_errors_not_a_host_crash() {
     let elf = dir.join("bad_queue.elf");
     let cc = std::env::var("RISCV_CC").unwrap_or_else(|_| "riscv64-linux-gnu-gcc".into());
     let status = Command::new(&cc)
-        .args(["-march=rv64gc", "-mabi=lp64d", "-nostdlib", "-nostartfiles", "-static", "-T"])
+        .args([
+            "-march=rv64gc",
+            "-mabi=lp64d",
+            "-nostdlib",
+            "-nostartfiles",
+            "-static",
+            "-T",
+        ])
         .arg(root.join("tests/isa/link.ld"))
         .arg("-I")
         .arg(root.join("tests/isa/common"))
@@ -50,6 +57,10 @@ fn a_misprogrammed_queue_gets_device_errors_not_a_host_crash() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "console: {stdout}\nstderr: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "console: {stdout}\nstderr: {stderr}"
+    );
     assert!(stdout.contains("PASS bad_queue"), "{stdout}");
 }
