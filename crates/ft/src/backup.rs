@@ -367,10 +367,10 @@ impl Backup {
     }
 
     /// Stop on purpose: tell the primary (it goes on alone after winning the
-    /// arbiter) and halt.
+    /// arbiter) and halt. Refused once live: the node is the primary then.
     pub fn leave(&mut self, now_ms: u64) -> Result<(), FtError> {
         self.advance(now_ms);
-        if self.phase == Phase::Halted {
+        if matches!(self.phase, Phase::Halted | Phase::Live) {
             return Err(FtError::Closed {
                 phase: self.phase.as_str(),
             });

@@ -851,6 +851,13 @@ impl World {
             self.pn.core.on_tick(now);
             return self.process_p();
         }
+        // Timers first: a throttle that is still needed is renewed before
+        // the guest runs again.
+        self.pn.core.on_tick(now);
+        self.process_p()?;
+        if self.pn.halted {
+            return Ok(());
+        }
         if now >= self.pn.paused_until && now >= self.pn.idle_until {
             if self.rng.chance(self.p.idle_chance) {
                 self.pn.idle_until = now + self.rng.range(1, 30);
@@ -858,8 +865,6 @@ impl World {
             self.run_primary_quantum()?;
         }
         self.pn.core.on_progress(now, self.pn.icount);
-        self.process_p()?;
-        self.pn.core.on_tick(now);
         self.process_p()
     }
 
