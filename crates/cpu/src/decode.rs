@@ -10,146 +10,190 @@
 //! per 2-byte offset, filled on first execution. How the hart keeps those
 //! slots equal to `decode(current bytes)` is described in `hart.rs`.
 
-/// What an [`Op`] does. Instructions the fast path does not specialise
-/// (SYSTEM, atomics, floating point) are [`Kind::Slow`] and run through the
-/// general executor with their (expanded) 32-bit encoding.
+/// Calls `$m!` with every [`Kind`], each followed by the names of its two
+/// [`Code`]s (2- and 4-byte instruction).
+///
+/// Besides the RISC-V operations (ADDIW, SLLIW, ... named as in the spec):
+/// `Undecoded`, a slot not decoded yet; `Exit`, a slot not run from the page
+/// (the one at offset 0xffe, and a 4-byte instruction at 0xffc, so that
+/// sequential execution never passes the last slot); `Illegal`; `Slow`, an
+/// instruction run by the general executor (SYSTEM, atomics, floating
+/// point); `Nop` (FENCE, FENCE.I, and every instruction whose only effect is
+/// writing x0); `J` and `Jr`, JAL and JALR that do not link.
+macro_rules! kinds {
+    ($m:ident) => {
+        $m! {
+            Undecoded Undecoded2 Undecoded4,
+            Exit Exit2 Exit4,
+            Illegal Illegal2 Illegal4,
+            Slow Slow2 Slow4,
+            Nop Nop2 Nop4,
+            Lui Lui2 Lui4,
+            Auipc Auipc2 Auipc4,
+            Jal Jal2 Jal4,
+            Jalr Jalr2 Jalr4,
+            J J2 J4,
+            Jr Jr2 Jr4,
+            Beq Beq2 Beq4,
+            Bne Bne2 Bne4,
+            Blt Blt2 Blt4,
+            Bge Bge2 Bge4,
+            Bltu Bltu2 Bltu4,
+            Bgeu Bgeu2 Bgeu4,
+            Lb Lb2 Lb4,
+            Lh Lh2 Lh4,
+            Lw Lw2 Lw4,
+            Ld Ld2 Ld4,
+            Lbu Lbu2 Lbu4,
+            Lhu Lhu2 Lhu4,
+            Lwu Lwu2 Lwu4,
+            Sb Sb2 Sb4,
+            Sh Sh2 Sh4,
+            Sw Sw2 Sw4,
+            Sd Sd2 Sd4,
+            Addi Addi2 Addi4,
+            Slti Slti2 Slti4,
+            Sltiu Sltiu2 Sltiu4,
+            Xori Xori2 Xori4,
+            Ori Ori2 Ori4,
+            Andi Andi2 Andi4,
+            Slli Slli2 Slli4,
+            Srli Srli2 Srli4,
+            Srai Srai2 Srai4,
+            Addiw Addiw2 Addiw4,
+            Slliw Slliw2 Slliw4,
+            Srliw Srliw2 Srliw4,
+            Sraiw Sraiw2 Sraiw4,
+            Add Add2 Add4,
+            Sub Sub2 Sub4,
+            Sll Sll2 Sll4,
+            Slt Slt2 Slt4,
+            Sltu Sltu2 Sltu4,
+            Xor Xor2 Xor4,
+            Srl Srl2 Srl4,
+            Sra Sra2 Sra4,
+            Or Or2 Or4,
+            And And2 And4,
+            Mul Mul2 Mul4,
+            Mulh Mulh2 Mulh4,
+            Mulhsu Mulhsu2 Mulhsu4,
+            Mulhu Mulhu2 Mulhu4,
+            Div Div2 Div4,
+            Divu Divu2 Divu4,
+            Rem Rem2 Rem4,
+            Remu Remu2 Remu4,
+            Addw Addw2 Addw4,
+            Subw Subw2 Subw4,
+            Sllw Sllw2 Sllw4,
+            Srlw Srlw2 Srlw4,
+            Sraw Sraw2 Sraw4,
+            Mulw Mulw2 Mulw4,
+            Divw Divw2 Divw4,
+            Divuw Divuw2 Divuw4,
+            Remw Remw2 Remw4,
+            Remuw Remuw2 Remuw4,
+        }
+    };
+}
+pub(crate) use kinds;
+
+macro_rules! define_kinds {
+    ($($k:ident $c2:ident $c4:ident),* $(,)?) => {
+        /// What an [`Op`] does (see [`kinds`]).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub(crate) enum Kind {
+            $($k),*
+        }
+
+        /// A [`Kind`] and an instruction length: what the interpreter
+        /// dispatches on, so that the length is a constant in each handler.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u8)]
+        pub(crate) enum Code {
+            $($c2, $c4),*
+        }
+
+        impl Code {
+            const ALL: &'static [Code] = &[$(Code::$c2, Code::$c4),*];
+            const KINDS: &'static [Kind] = &[$(Kind::$k, Kind::$k),*];
+        }
+    };
+}
+kinds!(define_kinds);
+
+impl Code {
+    pub fn new(kind: Kind, len: u8) -> Code {
+        Code::ALL[kind as usize * 2 + (len == 4) as usize]
+    }
+
+    pub fn kind(self) -> Kind {
+        Code::KINDS[self as usize]
+    }
+}
+
+/// An integer register number. An enum so that indexing the register file
+/// with it needs neither a mask nor a bounds check.
+#[rustfmt::skip]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-pub(crate) enum Kind {
-    /// Not decoded yet.
-    Undecoded = 0,
-    /// Not run from the page: the slot at offset 0xffe, and a 4-byte
-    /// instruction at 0xffc (so that sequential execution never passes the
-    /// last slot).
-    Exit = 1,
-    Illegal,
-    Slow,
-    /// FENCE and FENCE.I (one hart, and decodings never go stale).
-    Nop,
-    Lui,
-    Auipc,
-    Jal,
-    Jalr,
-    /// JAL and JALR with rd = x0.
-    J,
-    Jr,
-    Beq,
-    Bne,
-    Blt,
-    Bge,
-    Bltu,
-    Bgeu,
-    Lb,
-    Lh,
-    Lw,
-    Ld,
-    Lbu,
-    Lhu,
-    Lwu,
-    Sb,
-    Sh,
-    Sw,
-    Sd,
-    Addi,
-    Slti,
-    Sltiu,
-    Xori,
-    Ori,
-    Andi,
-    Slli,
-    Srli,
-    Srai,
-    Addiw,
-    Slliw,
-    Srliw,
-    Sraiw,
-    Add,
-    Sub,
-    Sll,
-    Slt,
-    Sltu,
-    Xor,
-    Srl,
-    Sra,
-    Or,
-    And,
-    Mul,
-    Mulh,
-    Mulhsu,
-    Mulhu,
-    Div,
-    Divu,
-    Rem,
-    Remu,
-    Addw,
-    Subw,
-    Sllw,
-    Srlw,
-    Sraw,
-    Mulw,
-    Divw,
-    Divuw,
-    Remw,
-    Remuw,
+pub(crate) enum Reg {
+    X0, X1, X2, X3, X4, X5, X6, X7, X8, X9, X10, X11, X12, X13, X14, X15,
+    X16, X17, X18, X19, X20, X21, X22, X23, X24, X25, X26, X27, X28, X29, X30, X31,
+}
+
+impl Reg {
+    #[rustfmt::skip]
+    const ALL: [Reg; 32] = {
+        use Reg::*;
+        [
+            X0, X1, X2, X3, X4, X5, X6, X7, X8, X9, X10, X11, X12, X13, X14, X15,
+            X16, X17, X18, X19, X20, X21, X22, X23, X24, X25, X26, X27, X28, X29, X30, X31,
+        ]
+    };
+
+    /// Register number `n & 31`.
+    pub fn new(n: u32) -> Reg {
+        Reg::ALL[(n & 31) as usize]
+    }
+
+    #[inline(always)]
+    pub fn index(self) -> usize {
+        self as usize
+    }
 }
 
 /// One decoded instruction, 8 bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(C, align(8))]
 pub(crate) struct Op {
-    pub kind: Kind,
-    /// Destination register in bits 0-4; the instruction length (2 or 4) in
-    /// bits 5-7.
-    pub rd_len: u8,
-    pub rs1: u8,
-    pub rs2: u8,
+    pub code: Code,
+    pub rd: Reg,
+    pub rs1: Reg,
+    pub rs2: Reg,
     /// Sign-extended immediate; the shift amount of a shift by an immediate;
-    /// the 32-bit encoding of a [`Kind::Slow`] instruction; the `xtval` of
-    /// an [`Kind::Illegal`] one.
+    /// for `Slow`, the 32-bit encoding (the 16-bit one for a compressed
+    /// instruction); for `Illegal`, the `xtval`.
     pub imm: i32,
 }
 
 impl Op {
-    pub const UNDECODED: Op = Op {
-        kind: Kind::Undecoded,
-        rd_len: 0,
-        rs1: 0,
-        rs2: 0,
-        imm: 0,
-    };
+    pub const UNDECODED: Op = Op::new(Code::Undecoded2, 0);
+    pub const EXIT: Op = Op::new(Code::Exit2, 0);
 
-    pub const EXIT: Op = Op {
-        kind: Kind::Exit,
-        rd_len: 0,
-        rs1: 0,
-        rs2: 0,
-        imm: 0,
-    };
-
-    #[inline(always)]
-    pub fn rd(self) -> usize {
-        (self.rd_len & 31) as usize
+    const fn new(code: Code, imm: i32) -> Op {
+        Op {
+            code,
+            rd: Reg::X0,
+            rs1: Reg::X0,
+            rs2: Reg::X0,
+            imm,
+        }
     }
 
     #[inline(always)]
-    pub fn len(self) -> u64 {
-        (self.rd_len >> 5) as u64
-    }
-
-    #[inline(always)]
-    pub fn rs1(self) -> usize {
-        (self.rs1 & 31) as usize
-    }
-
-    #[inline(always)]
-    pub fn rs2(self) -> usize {
-        (self.rs2 & 31) as usize
-    }
-
-    /// For [`Kind::Slow`]: the compressed encoding it was expanded from, if any.
-    #[inline]
-    pub fn compressed_bits(self) -> Option<u32> {
-        (self.len() == 2).then_some(self.rs1 as u32 | (self.rs2 as u32) << 8)
+    pub fn kind(self) -> Kind {
+        self.code.kind()
     }
 }
 
@@ -180,13 +224,8 @@ pub(crate) fn decode(raw: u32, rvc: &[u32; 1 << 16]) -> Op {
             0 => illegal(bits, 2),
             insn => {
                 let mut op = decode32(insn, 2);
-                match op.kind {
-                    Kind::Illegal => op.imm = bits as i32,
-                    Kind::Slow => {
-                        op.rs1 = bits as u8;
-                        op.rs2 = (bits >> 8) as u8;
-                    }
-                    _ => {}
+                if matches!(op.kind(), Kind::Illegal | Kind::Slow) {
+                    op.imm = bits as i32;
                 }
                 op
             }
@@ -195,13 +234,7 @@ pub(crate) fn decode(raw: u32, rvc: &[u32; 1 << 16]) -> Op {
 }
 
 fn illegal(bits: u32, len: u8) -> Op {
-    Op {
-        kind: Kind::Illegal,
-        rd_len: len << 5,
-        rs1: 0,
-        rs2: 0,
-        imm: bits as i32,
-    }
+    Op::new(Code::new(Kind::Illegal, len), bits as i32)
 }
 
 fn imm_i(insn: u32) -> i32 {
@@ -228,17 +261,17 @@ fn imm_j(insn: u32) -> i32 {
 /// writes x0: an instruction whose only effect is writing x0 becomes `Nop`.
 fn decode32(insn: u32, len: u8) -> Op {
     let mut op = decode32_raw(insn, len);
-    if op.rd() == 0 {
-        let k = op.kind as u8;
-        if (Kind::Addi as u8..=Kind::Remuw as u8).contains(&k)
-            || op.kind == Kind::Lui
-            || op.kind == Kind::Auipc
+    if op.rd == Reg::X0 {
+        let k = op.kind();
+        if (Kind::Addi as u8..=Kind::Remuw as u8).contains(&(k as u8))
+            || k == Kind::Lui
+            || k == Kind::Auipc
         {
-            op.kind = Kind::Nop;
-        } else if op.kind == Kind::Jal {
-            op.kind = Kind::J;
-        } else if op.kind == Kind::Jalr {
-            op.kind = Kind::Jr;
+            op.code = Code::new(Kind::Nop, len);
+        } else if k == Kind::Jal {
+            op.code = Code::new(Kind::J, len);
+        } else if k == Kind::Jalr {
+            op.code = Code::new(Kind::Jr, len);
         }
     }
     op
@@ -246,14 +279,14 @@ fn decode32(insn: u32, len: u8) -> Op {
 
 fn decode32_raw(insn: u32, len: u8) -> Op {
     use Kind::*;
-    let rd = ((insn >> 7) & 31) as u8;
-    let rs1 = ((insn >> 15) & 31) as u8;
-    let rs2 = ((insn >> 20) & 31) as u8;
+    let rd = Reg::new(insn >> 7);
+    let rs1 = Reg::new(insn >> 15);
+    let rs2 = Reg::new(insn >> 20);
     let funct3 = (insn >> 12) & 7;
     let funct7 = insn >> 25;
     let op = |kind: Kind, imm: i32| Op {
-        kind,
-        rd_len: rd | len << 5,
+        code: Code::new(kind, len),
+        rd,
         rs1,
         rs2,
         imm,
@@ -380,13 +413,9 @@ fn decode32_raw(insn: u32, len: u8) -> Op {
             0 | 1 => op(Nop, 0),
             _ => bad,
         },
-        0x73 | 0x2f | 0x07 | 0x27 | 0x43 | 0x47 | 0x4b | 0x4f | 0x53 => Op {
-            kind: Slow,
-            rd_len: rd | len << 5,
-            rs1: 0,
-            rs2: 0,
-            imm: insn as i32,
-        },
+        0x73 | 0x2f | 0x07 | 0x27 | 0x43 | 0x47 | 0x4b | 0x4f | 0x53 => {
+            Op::new(Code::new(Slow, len), insn as i32)
+        }
         _ => bad,
     }
 }
@@ -396,24 +425,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_op_is_eight_bytes() {
+    fn an_op_is_eight_bytes_and_codes_pair_up() {
         assert_eq!(std::mem::size_of::<Op>(), 8);
+        for (i, c) in Code::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+            assert_eq!(Code::new(c.kind(), 2 + 2 * (i as u8 & 1)), *c);
+        }
+        assert_eq!(Code::Undecoded2 as u8, 0);
     }
 
     #[test]
     fn compressed_instructions_keep_their_bits_for_xtval() {
         let rvc = crate::rvc::table();
-        // c.unimp and a reserved encoding: illegal with the 16 bits as xtval.
+        // c.unimp: illegal with the 16 bits as xtval.
         assert_eq!(decode(0xffff_0000, rvc), illegal(0, 2));
         let fld = decode(0x2000, rvc); // c.fld f8, 0(s0)
-        assert_eq!(
-            (fld.kind, fld.len(), fld.compressed_bits()),
-            (Kind::Slow, 2, Some(0x2000))
-        );
+        assert_eq!((fld.code, fld.imm), (Code::Slow2, 0x2000));
         let addi = decode(0x0505, rvc); // c.addi a0, 1
         assert_eq!(
-            (addi.kind, addi.rd(), addi.rs1(), addi.imm, addi.len()),
-            (Kind::Addi, 10, 10, 1, 2)
+            (addi.code, addi.rd, addi.rs1, addi.imm),
+            (Code::Addi2, Reg::X10, Reg::X10, 1)
         );
+        let ret = decode(0x8082, rvc); // c.jr ra
+        assert_eq!((ret.code, ret.rs1), (Code::Jr2, Reg::X1));
     }
 }

@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bus::{self, Bus, Ram};
 use crate::csr::*;
-use crate::decode::{self, empty_page, DecodedPage, Kind, Op};
+use crate::decode::{self, empty_page, kinds, Code, DecodedPage, Kind, Op};
 use crate::fpu::{self, FpRegs};
 use crate::mmu::{self, Regime, Tlb, CTX_UNCACHED, TLB_ENTRIES};
 use crate::rvc;
@@ -497,18 +497,28 @@ impl Hart {
         let mut pc = self.pc;
         let mut icount = self.icount;
         let keep = loop {
+            if icount >= limit {
+                break true;
+            }
             // In range: checked on entry and after jumps; sequential
             // execution stops at the `Exit` slot at the latest.
             let i = ((pc >> 1) & 2047) as usize; // `base` is 4 KiB-aligned
-            let op = page[i];
-            // Two copies of the executor, one per instruction length, so the
-            // next pc of a sequential instruction is `pc` plus a constant and
-            // does not wait for the op to be loaded.
-            let flow = if op.len() == 2 {
-                self.exec::<B, 2>(ram, bus, op, pc, icount + 1)
-            } else {
-                self.exec::<B, 4>(ram, bus, op, pc, icount + 1)
-            };
+            let op = &page[i];
+            // One jump table over (kind, length): each handler is `exec`
+            // specialised for a constant kind and length, so the next pc of a
+            // sequential instruction is `pc` plus a constant and does not wait
+            // for the op to be loaded.
+            macro_rules! dispatch {
+                ($($k:ident $c2:ident $c4:ident),* $(,)?) => {
+                    match op.code {
+                        $(
+                            Code::$c2 => self.exec::<B, 2>(ram, bus, Kind::$k, op, pc, icount + 1),
+                            Code::$c4 => self.exec::<B, 4>(ram, bus, Kind::$k, op, pc, icount + 1),
+                        )*
+                    }
+                };
+            }
+            let flow = kinds!(dispatch);
             match flow {
                 Ok(Flow::Next(next)) => {
                     icount += 1;
@@ -557,9 +567,6 @@ impl Hart {
                     self.enter_trap(t.cause as u64, t.tval, false);
                     return true;
                 }
-            }
-            if icount >= limit {
-                break true;
             }
         };
         self.pc = pc;
@@ -626,13 +633,14 @@ impl Hart {
         &mut self,
         ram: &mut Ram,
         bus: &mut B,
-        op: Op,
+        kind: Kind,
+        op: &Op,
         pc: u64,
         icount: u64,
     ) -> Result<Flow, Trap> {
-        let rd = op.rd();
-        let a = self.x[op.rs1()];
-        let b = self.x[op.rs2()];
+        let rd = op.rd.index();
+        let a = self.x[op.rs1.index()];
+        let b = self.x[op.rs2.index()];
         let imm = op.imm as i64 as u64;
         let next = pc.wrapping_add(LEN);
         let (a32, b32) = (a as i32, b as i32);
@@ -645,7 +653,7 @@ impl Hart {
                 Flow::Next(next)
             })
         };
-        match op.kind {
+        match kind {
             Kind::Lui => self.x[rd] = imm,
             Kind::Auipc => self.x[rd] = pc.wrapping_add(imm),
             Kind::Jal => {
@@ -921,7 +929,7 @@ impl Hart {
             Kind::Slow => {
                 self.pc = pc;
                 self.icount = icount;
-                self.exec_slow(ram, bus, op)?;
+                self.exec_slow::<B, LEN>(ram, bus, op.imm)?;
                 return Ok(Flow::Done);
             }
             Kind::Undecoded => return Ok(Flow::Undecoded),
@@ -933,13 +941,20 @@ impl Hart {
     /// SYSTEM, atomics and floating point: the general executor, on the
     /// 32-bit encoding (an illegal-instruction trap reports the original bits).
     #[inline(never)]
-    fn exec_slow<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, op: Op) -> Result<(), Trap> {
-        self.execute(ram, bus, op.imm as u32, op.len())
+    fn exec_slow<B: Bus, const LEN: u64>(
+        &mut self,
+        ram: &mut Ram,
+        bus: &mut B,
+        imm: i32,
+    ) -> Result<(), Trap> {
+        if LEN == 4 {
+            return self.execute(ram, bus, imm as u32, 4);
+        }
+        let bits = imm as u32 & 0xffff;
+        self.execute(ram, bus, self.rvc[bits as usize], 2)
             .map_err(|mut t| {
-                if let Some(bits) = op.compressed_bits() {
-                    if t.cause == Exception::IllegalInstruction {
-                        t.tval = bits as u64;
-                    }
+                if t.cause == Exception::IllegalInstruction {
+                    t.tval = bits as u64;
                 }
                 t
             })
