@@ -282,18 +282,30 @@ impl Params {
                             target: if rng.chance(0.5) { End::P } else { End::B },
                             what: rng.below(4) as u8,
                         },
-                        8 => Fault::ArbiterOutage {
+                        8 if rng.chance(0.5) => Fault::ArbiterOutage {
                             who: [None, Some(Role::Primary), Some(Role::Backup)]
                                 [rng.below(3) as usize],
                             dur: rng.range(10, 3000),
                         },
                         9 => Fault::PrimaryLeaves,
                         10 => Fault::BackupLeaves,
-                        _ => Fault::Corrupt,
+                        _ => Fault::Reset,
                     };
                     faults.push((at, f));
                 }
-                arb_loss = 0.2 * rng.unit();
+                if rng.chance(0.5) {
+                    arb_loss = 0.2 * rng.unit();
+                }
+                // Time for the last fault to play out.
+                let last = faults
+                    .iter()
+                    .map(|&(at, f)| match f {
+                        Fault::Partition { dur } | Fault::Spike { dur, .. } => at + dur,
+                        _ => at,
+                    })
+                    .max()
+                    .unwrap_or(0);
+                duration = duration.max(last) + settle;
             }
         }
         faults.sort_by_key(|f| f.0);
@@ -1274,6 +1286,24 @@ impl World {
             ok_outputs_released(self, end)?;
             if self.log.len() > 10 && self.bn.executed == 0 {
                 return Err(self.fail("LIVENESS: the backup never executed anything".into()));
+            }
+        }
+        // With a perfect arbiter and nobody crashing or leaving, the VM
+        // survives whatever the network does: one node is still running,
+        // and it is the one that went on if any did.
+        let perfect_arbiter = self.arb.loss == 0.0 && self.arb.outages.is_empty();
+        if perfect_arbiter && self.crashed_at == [None, None] && self.left_at.is_none() {
+            let running = [!self.pn.halted, !self.bn.halted];
+            if running == [false, false] {
+                return Err(self.fail(
+                    "LIVENESS: both nodes halted with a perfect arbiter and no crash".into(),
+                ));
+            }
+            if let Some(&(who, _)) = self.went_on.first() {
+                let i = if who == Role::Primary { 0 } else { 1 };
+                if !running[i] {
+                    return Err(self.fail(format!("LIVENESS: {who:?} went on, then halted")));
+                }
             }
         }
         let went = |w: &World| w.went_on.first().copied();
