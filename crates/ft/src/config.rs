@@ -97,8 +97,8 @@ impl Config {
         if self.max_throttle_ms == 0 || self.progress_report_ms == 0 {
             return bad("max_throttle_ms and progress_report_ms must be positive");
         }
-        if self.max_batch_bytes == 0 {
-            return bad("max_batch_bytes must be positive");
+        if self.max_batch_bytes == 0 || self.max_batch_bytes > 16 << 20 {
+            return bad("max_batch_bytes must be between 1 byte and 16 MiB");
         }
         if self.arbiter_retry_ms == 0 {
             return bad("arbiter_retry_ms must be positive");

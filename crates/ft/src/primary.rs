@@ -584,7 +584,9 @@ impl Primary {
         let mut bytes = Vec::new();
         let mut count = 0u64;
         for e in self.unacked.iter().skip(skip) {
-            if count > 0 && bytes.len() >= self.cfg.max_batch_bytes {
+            // Length prefix, delta and kind, payload, checksum.
+            let frame_len = e.payload.len() + 2 * ENTRY_OVERHEAD as usize;
+            if count > 0 && bytes.len() + frame_len > self.cfg.max_batch_bytes {
                 break;
             }
             if enc

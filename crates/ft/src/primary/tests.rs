@@ -249,7 +249,7 @@ fn reconnection_resumes_after_what_the_backup_has() {
 #[test]
 fn batches_are_bounded() {
     let mut c = cfg();
-    c.max_batch_bytes = 100;
+    c.max_batch_bytes = 200;
     let mut p = Primary::new(c, 0).unwrap();
     p.on_connected(0).unwrap();
     p.on_message(0, backup_hello(0)).unwrap();
@@ -473,4 +473,35 @@ fn status_reports_traffic() {
     assert_eq!(s.buffered_bytes, 100);
     assert!(s.connected);
     assert!(s.to_string().starts_with("primary paired gen=4"));
+}
+
+#[test]
+fn a_huge_entry_travels_alone_and_fits_a_frame() {
+    let mut p = paired();
+    p.on_log_entry(1, 1, &[1; 1000]).unwrap();
+    let big = vec![2u8; (16 << 20) - 11];
+    p.on_log_entry(2, 1, &big).unwrap();
+    p.on_log_entry(3, 1, b"after").unwrap();
+    let logs: Vec<_> = drain(&mut p)
+        .into_iter()
+        .filter_map(|a| match a {
+            PrimaryAction::Send(
+                f @ Frame {
+                    message: Message::Log { .. },
+                    ..
+                },
+            ) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(logs.len(), 3);
+    for f in &logs {
+        let bytes = f.to_bytes().expect("every batch fits in a frame");
+        assert_eq!(crate::wire::decode_exact(&bytes).unwrap(), *f);
+    }
+    // Entries too large for one log frame are refused up front.
+    assert!(matches!(
+        p.on_log_entry(4, 1, &vec![0; 16 << 20]),
+        Err(FtError::BadEntry(_))
+    ));
 }
