@@ -247,3 +247,34 @@ fn a_hart_moved_to_other_ram_does_not_use_stale_decodings() {
     h.run(&mut copy, &mut bus, 40);
     assert_eq!(h.x[A1 as usize], 5515);
 }
+
+#[test]
+fn run_stops_exactly_at_the_limit_in_long_straight_line_code() {
+    // Three pages of c.addi a0, 1 then a jump back to the start: runs of up
+    // to 2047 sequential steps within a page, and across page ends.
+    let mut halves = vec![0x0505u16; 3 * 2048];
+    let jump = (-(3 * 4096i32)) as u32; // jal x0, -3 pages
+    let j = (((jump >> 20) & 1) << 31)
+        | (((jump >> 1) & 0x3ff) << 21)
+        | (((jump >> 11) & 1) << 20)
+        | (((jump >> 12) & 0xff) << 12)
+        | 0x6f;
+    halves.push(j as u16);
+    halves.push((j >> 16) as u16);
+    let mut ram = Ram::new(BASE, 1 << 20);
+    let bytes: Vec<u8> = halves.iter().flat_map(|h| h.to_le_bytes()).collect();
+    assert!(ram.write_bytes(BASE, &bytes));
+    let mut h = Hart::new(BASE, 0);
+    let mut bus = NoDevices;
+    let mut limit = 0;
+    for step in [
+        1u64, 2046, 1, 2047, 2048, 2049, 3, 4095, 4097, 6143, 2047, 2048, 5000, 100_000,
+    ] {
+        limit += step;
+        assert_eq!(h.run(&mut ram, &mut bus, limit), Exit::Limit);
+        assert_eq!(h.icount, limit);
+        // One jump per 3 * 2048 + 1 steps; every other step adds one.
+        let jumps = limit / (3 * 2048 + 1);
+        assert_eq!(h.x[10], limit - jumps, "after {limit} steps");
+    }
+}
