@@ -3,7 +3,7 @@
 //! exactly. `cargo test -p ftvm-ft --test sim` runs a few thousand seeds
 //! across all scenarios; environment variables widen or narrow that:
 //!
-//! - `FT_SIM_SEEDS=100000` — how many seeds (default 2500);
+//! - `FT_SIM_SEEDS=100000` — how many seeds (default 4000);
 //! - `FT_SIM_BASE=n` — first seed (default 0);
 //! - `FT_SIM_SEED=n` — run only this seed, `FT_SIM_TRACE=1` to trace it.
 //!
@@ -148,7 +148,7 @@ fn simulated_pairs_keep_the_invariants() {
         }
         return;
     }
-    let n = env_u64("FT_SIM_SEEDS").unwrap_or(2500);
+    let n = env_u64("FT_SIM_SEEDS").unwrap_or(4000);
     let base = env_u64("FT_SIM_BASE").unwrap_or(0);
     let t = Instant::now();
     let (agg, failures) = run_seeds(base..base + n, |seed| World::new(seed, false));
