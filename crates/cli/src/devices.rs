@@ -94,10 +94,67 @@ impl std::str::FromStr for NetSpec {
     }
 }
 
+/// What serves a virtio-net card: frames out, and a reader feeding frames
+/// in. TAP devices are the one backend today; a userspace network stack
+/// would be another.
+pub trait NetBackend: Send {
+    /// Sends one Ethernet frame (dropped, as a NIC would, on failure).
+    fn transmit(&self, frame: &[u8]);
+    /// Starts a thread that forwards received frames for `slot` to `tx`;
+    /// returns a handle that stops it.
+    fn start_reader(&self, slot: Slot, tx: Sender<HostEvent>) -> Result<TapStopper>;
+}
+
+impl NetBackend for TapDevice {
+    fn transmit(&self, frame: &[u8]) {
+        if let Err(e) = self.send(frame) {
+            tracing::debug!("TAP send failed (frame dropped, as a NIC would): {e}");
+        }
+    }
+
+    fn start_reader(&self, slot: Slot, tx: Sender<HostEvent>) -> Result<TapStopper> {
+        let reader = self.try_clone().context("cannot clone the TAP handle")?;
+        let stopper = reader.stopper();
+        thread::Builder::new()
+            .name(format!("tap-{slot}"))
+            .spawn(move || {
+                let mut buf = vec![0u8; ftvm_host::tap::MAX_FRAME];
+                loop {
+                    match reader.recv(&mut buf) {
+                        Ok(n) => {
+                            if tx.send(HostEvent::Frame(slot, buf[..n].to_vec())).is_err() {
+                                break;
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            if !reader.stopper().is_stopped() {
+                                tracing::warn!("TAP reader for slot {slot} stopped: {e}");
+                            }
+                            break;
+                        }
+                    }
+                }
+            })
+            .context("cannot start a TAP reader thread")?;
+        Ok(stopper)
+    }
+}
+
+/// Opens an existing TAP device. ftvm does not create one on the fly: a
+/// network that silently appears unconnected is worse than an error.
+fn open_tap(name: &str) -> Result<TapDevice> {
+    let sys = std::path::Path::new("/sys/class/net").join(name);
+    if name.is_empty() || name.contains('/') || !sys.exists() {
+        bail!("TAP device {name:?} does not exist in this network namespace; create it with `ip tuntap add dev {name} mode tap` (scripts/netns.sh does)");
+    }
+    Ok(TapDevice::open(name)?)
+}
+
 /// The virtio device list for the machine config, and what serves each slot.
 pub struct Backends {
     pub disks: BTreeMap<Slot, DiskImage>,
-    pub taps: BTreeMap<Slot, TapDevice>,
+    pub nets: BTreeMap<Slot, Box<dyn NetBackend>>,
     stoppers: Vec<TapStopper>,
     /// Block requests for the disk worker thread, once started.
     disk_queue: Option<Sender<(Slot, u64, BlkOp)>>,
@@ -121,7 +178,7 @@ pub fn open(
     let mut cfgs = Vec::new();
     let mut b = Backends {
         disks: BTreeMap::new(),
-        taps: BTreeMap::new(),
+        nets: BTreeMap::new(),
         stoppers: Vec::new(),
         disk_queue: None,
     };
@@ -135,10 +192,9 @@ pub fn open(
         b.disks.insert((cfgs.len() - 1) as Slot, disk);
     }
     for n in nets {
-        let tap =
-            TapDevice::open(&n.tap).with_context(|| format!("network backend tap:{}", n.tap))?;
+        let tap = open_tap(&n.tap).with_context(|| format!("network backend tap:{}", n.tap))?;
         cfgs.push(DeviceConfig::Net { mac: n.mac });
-        b.taps.insert((cfgs.len() - 1) as Slot, tap);
+        b.nets.insert((cfgs.len() - 1) as Slot, Box::new(tap));
     }
     if rng {
         cfgs.push(DeviceConfig::Rng);
@@ -154,34 +210,10 @@ pub fn open(
 }
 
 impl Backends {
-    /// Starts a reader thread per TAP device, forwarding frames to `tx`.
+    /// Starts a reader per network backend, forwarding frames to `tx`.
     pub fn start_readers(&mut self, tx: &Sender<HostEvent>) -> Result<()> {
-        for (&slot, tap) in &self.taps {
-            let reader = tap.try_clone().context("cannot clone the TAP handle")?;
-            self.stoppers.push(reader.stopper());
-            let tx = tx.clone();
-            thread::Builder::new()
-                .name(format!("tap-{slot}"))
-                .spawn(move || {
-                    let mut buf = vec![0u8; ftvm_host::tap::MAX_FRAME];
-                    loop {
-                        match reader.recv(&mut buf) {
-                            Ok(n) => {
-                                if tx.send(HostEvent::Frame(slot, buf[..n].to_vec())).is_err() {
-                                    break;
-                                }
-                            }
-                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                            Err(e) => {
-                                if !reader.stopper().is_stopped() {
-                                    tracing::warn!("TAP reader for slot {slot} stopped: {e}");
-                                }
-                                break;
-                            }
-                        }
-                    }
-                })
-                .context("cannot start a TAP reader thread")?;
+        for (&slot, net) in &self.nets {
+            self.stoppers.push(net.start_reader(slot, tx.clone())?);
         }
         Ok(())
     }
@@ -262,12 +294,10 @@ fn block(disks: &BTreeMap<Slot, DiskImage>, slot: Slot, id: u64, op: &BlkOp) -> 
 }
 
 impl Backends {
-    /// Sends a frame out of the TAP in `slot`.
+    /// Sends a frame out of the network backend in `slot`.
     pub fn transmit(&self, slot: Slot, frame: &[u8]) {
-        if let Some(tap) = self.taps.get(&slot) {
-            if let Err(e) = tap.send(frame) {
-                tracing::debug!("TAP send failed (frame dropped, as a NIC would): {e}");
-            }
+        if let Some(net) = self.nets.get(&slot) {
+            net.transmit(frame);
         }
     }
 }

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-#[test]
-fn a_misprogrammed_queue_gets_device_errors_not_a_host_crash() {
+/// Assembles tests/virtio/bad_queue.S; returns (scratch dir, ELF path).
+fn bad_queue_elf() -> (PathBuf, PathBuf) {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("virtio_guest");
     std::fs::create_dir_all(&dir).expect("tmp dir");
     let root = common::repo_root();
@@ -35,6 +35,12 @@ fn a_misprogrammed_queue_gets_device_errors_not_a_host_crash() {
         .status()
         .unwrap_or_else(|e| panic!("cannot run {cc} (scripts/host-deps.sh installs it): {e}"));
     assert!(status.success(), "assembling bad_queue.S failed");
+    (dir, elf)
+}
+
+#[test]
+fn a_misprogrammed_queue_gets_device_errors_not_a_host_crash() {
+    let (dir, elf) = bad_queue_elf();
     let disk = dir.join("disk.img");
     let mut data = b"FTVM".to_vec();
     data.resize(1 << 20, 0);
@@ -63,4 +69,28 @@ fn a_misprogrammed_queue_gets_device_errors_not_a_host_crash() {
         "console: {stdout}\nstderr: {stderr}"
     );
     assert!(stdout.contains("PASS bad_queue"), "{stdout}");
+}
+
+#[test]
+fn a_missing_tap_device_is_a_clear_error() {
+    let (_, elf) = bad_queue_elf();
+    let out = common::ftvm_output(
+        &[
+            "run".into(),
+            "--bios".into(),
+            "none".into(),
+            "--kernel".into(),
+            elf.display().to_string(),
+            "--net".into(),
+            "tap:ftvmnosuch0".into(),
+            "--no-input".into(),
+        ],
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("does not exist") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 }
