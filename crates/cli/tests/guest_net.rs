@@ -747,9 +747,9 @@ fn busy_or_wrong_tap_is_refused_clearly() {
     let line = &expect_refusal(cmd, "an overlong TAP name")[0];
     assert!(line.contains("invalid TAP device name"), "{line}");
 
-    // (A TAP name that does not exist is not an error: TapDevice::open then
-    // creates a transient TAP. What must fail is a TAP already in use, and an
-    // interface that is not a TAP.)
+    // A TAP name that does not exist is refused too (tests/virtio_guest.rs
+    // checks that without root); here: a TAP already in use, and an
+    // interface that is not a TAP.
     let _vm_lock = vm_lock();
     let net = TestNet::up(3);
     let scratch = Scratch::new("tap");
