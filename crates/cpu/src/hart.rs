@@ -450,14 +450,25 @@ impl Hart {
     /// [`step`]: Hart::step
     #[inline(always)]
     fn run_page<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, limit: u64) {
-        if !ram.code.written.is_empty() {
-            self.drop_written(ram, usize::MAX);
-        }
         let pc = self.pc;
-        let vpn = pc >> 12;
-        let e = self.tlb.fetch[self.fetch_ctx & 3][(vpn as usize) % TLB_ENTRIES];
-        if e.vpn != vpn || (pc & 0xfff) > 0xffc {
+        if (pc & 0xfff) > 0xffc {
+            // A 4-byte instruction may straddle two pages.
             return self.step(ram, bus);
+        }
+        let vpn = pc >> 12;
+        let mut e = self.tlb.fetch[self.fetch_ctx & 3][(vpn as usize) % TLB_ENTRIES];
+        if e.vpn != vpn {
+            // A TLB miss: walk as the fetch would (once; a second walk of
+            // the same page for the upper half would find the same PTEs).
+            if let Err(t) = self.fill_fetch_tlb(ram, pc) {
+                self.icount = self.icount.wrapping_add(1);
+                return self.enter_trap(t.cause as u64, t.tval, false);
+            }
+            e = self.tlb.fetch[self.fetch_ctx & 3][(vpn as usize) % TLB_ENTRIES];
+        }
+        if !ram.code.written.is_empty() {
+            // Also after the walk, which may have set A in a PTE.
+            self.drop_written(ram, usize::MAX);
         }
         let host_page = ((vpn << 12) as usize).wrapping_add(e.addend);
         let index = host_page.wrapping_sub(ram.host_ptr() as usize) >> 12;
@@ -477,6 +488,20 @@ impl Hart {
             self.icache.pages[index] = Some(page);
         } else {
             self.icache.count -= 1;
+        }
+    }
+
+    /// The TLB fill of [`Hart::fetch_half`] for `pc`, without the fetch.
+    #[cold]
+    #[inline(never)]
+    fn fill_fetch_tlb(&mut self, ram: &mut Ram, pc: u64) -> Result<(), Trap> {
+        let pa = self.translate(ram, pc, Access::Fetch)?;
+        match Self::ram_page(ram, pa) {
+            Some(page) => {
+                self.tlb.insert(Access::Fetch, self.fetch_ctx, pc, page);
+                Ok(())
+            }
+            None => Err(Trap::new(Exception::InstructionAccessFault, pc)),
         }
     }
 
