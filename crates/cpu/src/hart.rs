@@ -487,7 +487,7 @@ impl Hart {
         if keep {
             self.icache.pages[index] = Some(page);
         } else {
-            self.icache.count -= 1;
+            self.icache.count = self.icache.count.saturating_sub(1);
         }
     }
 
@@ -661,7 +661,7 @@ impl Hart {
                 hit = true;
             } else if let Some(slot) = self.icache.pages.get_mut(p) {
                 if slot.take().is_some() {
-                    self.icache.count -= 1;
+                    self.icache.count = self.icache.count.saturating_sub(1);
                 }
             }
         }
