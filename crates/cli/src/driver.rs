@@ -36,7 +36,7 @@ const MAX_IDLE_WAIT: Duration = Duration::from_millis(50);
 /// How often a recording is flushed to its file.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
-static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP_REQUESTED.store(true, Ordering::SeqCst);
@@ -131,6 +131,8 @@ impl Driver {
             },
             HostEvent::Frame(slot, frame) => self.apply(Input::NetRx { slot, frame })?,
             HostEvent::Completion(input) => self.apply(input)?,
+            // `ftvm run` has no FT peer.
+            HostEvent::Ft(_) => {}
         }
         Ok(false)
     }

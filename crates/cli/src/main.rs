@@ -5,6 +5,7 @@ mod console;
 mod devices;
 mod driver;
 mod events;
+mod ft;
 mod guest;
 mod machine_args;
 mod replay;
@@ -36,6 +37,13 @@ enum Command {
     Record(run::RecordArgs),
     /// Re-execute a recorded log without host I/O and check it matches.
     Replay(replay::ReplayArgs),
+    /// Run the guest as the primary of a fault-tolerant pair: stream every
+    /// input to the backup, release outputs once it has them.
+    Primary(ft::primary::PrimaryArgs),
+    /// Follow a primary by re-executing its log; take over when it dies.
+    Backup(ft::backup::BackupArgs),
+    /// Show the status of an `ftvm primary` or `ftvm backup` (its --status address).
+    Status(ft::status::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +59,9 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Record(args) => run::record(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Primary(args) => ft::primary::primary(args),
+        Command::Backup(args) => ft::backup::backup(args),
+        Command::Status(args) => ft::status::status(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -89,3 +89,31 @@ pub fn log_header(
 pub fn recorded_config(h: &LogHeader) -> Result<RecordedConfig, HeaderError> {
     postcard::from_bytes(&h.machine_config).map_err(|e| HeaderError::Spec(e.to_string()))
 }
+
+/// The identity two processes must share to form an FT pair over the same
+/// machine: SHA-256 of the spec without what the backup takes from the
+/// primary (the power-on RNG seed and wall clock, and the kernel command
+/// line) and of every image. Image paths do not count: each host may keep
+/// its copies elsewhere.
+pub fn pair_identity(cfg: &MachineConfig) -> [u8; 32] {
+    let mut spec = cfg.spec();
+    spec.rng_seed = [0; 32];
+    spec.boot_wallclock_ns = 0;
+    spec.bootargs.clear();
+    let mut h = Sha256::new();
+    h.update(b"ftvm pair identity v1\0");
+    h.update(postcard::to_stdvec(&spec).unwrap_or_default());
+    let images = [
+        ("firmware", cfg.bios.as_deref()),
+        ("kernel", Some(cfg.kernel.as_slice())),
+        ("initrd", cfg.initrd.as_deref()),
+    ];
+    for (role, bytes) in images {
+        h.update(role.as_bytes());
+        match bytes {
+            Some(b) => h.update(image_id(role, b).sha256),
+            None => h.update([0u8; 32]),
+        }
+    }
+    h.finalize().into()
+}

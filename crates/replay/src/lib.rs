@@ -19,7 +19,8 @@ mod replayer;
 
 pub use codec::{CodecError, EndReason, Record};
 pub use header::{
-    file_image_id, image_id, log_header, recorded_config, HeaderError, RecordedConfig,
+    file_image_id, image_id, log_header, pair_identity, recorded_config, HeaderError,
+    RecordedConfig,
 };
-pub use recorder::Recorder;
+pub use recorder::{OutputHasher, Recorder};
 pub use replayer::{Divergence, ReplayError, ReplayOutcome, Replayer};

@@ -17,7 +17,7 @@ use crate::codec::{EndReason, Record};
 /// Running hash of outputs, independent of how the driver batched them:
 /// console bytes are hashed as one byte stream, other outputs one by one.
 #[derive(Default)]
-pub(crate) struct OutputHasher {
+pub struct OutputHasher {
     console: xxhash_rust::xxh3::Xxh3,
     other: xxhash_rust::xxh3::Xxh3,
     count: u64,

@@ -1,0 +1,597 @@
+//! `ftvm backup`: re-executes the primary's log and takes over when the
+//! primary dies. It listens for the logging connection; the primary's Hello
+//! carries its log header, from which the backup builds the very machine
+//! the primary booted (same power-on values; its own copies of the images,
+//! which the handshake's identity hash checked). Then, entry by entry, it
+//! runs the machine to the entry's step and applies it — inputs as the
+//! primary applied them, `Outputs` markers compared with the hash of what
+//! its own execution produced, digests compared with its own state — and
+//! with nothing pending runs on up to the core's horizon, never further.
+//! It never touches the network or the disk while following: its outputs
+//! are dropped, but it remembers the block and entropy requests not yet
+//! completed in the log and the outputs since the last marker. When the core
+//! says `GoLive` (the primary fell silent, the log was drained and the
+//! arbiter said Won), it opens the real TAP and disk, announces the guest's
+//! MACs, submits those requests again, lets out the outputs the primary
+//! cannot have released, and continues in the live loop of
+//! [`super::primary`].
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use ftvm_ft::{Backup, BackupAction, LogEntry, Phase, Role};
+use ftvm_log::LogHeader;
+use ftvm_machine::{Input, Machine, MachineConfig, Output, Slot, Stop};
+use ftvm_replay::{recorded_config, OutputHasher, Record};
+
+use super::arbiter::Arbiter;
+use super::link::{start_listener, Link};
+use super::primary::{Live, LiveSetup};
+use super::status::{Board, Report};
+use super::{Clock, FtArgs, EXIT_DIVERGED, EXIT_HALTED, FT_QUANTUM};
+use crate::console::ConsoleTarget;
+use crate::devices;
+use crate::driver::{install_signal_handlers, STOP_REQUESTED};
+use crate::events::{FtEvent, HostEvent};
+use crate::machine_args::MachineArgs;
+
+/// Longest the loop sleeps with nothing to replay.
+const MAX_IDLE_WAIT: Duration = Duration::from_millis(20);
+const PUBLISH_MS: u64 = 250;
+/// Numbers for accepted connections start here (the link never dials).
+const FIRST_ACCEPTED_ID: u64 = 1 << 32;
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub ft: FtArgs,
+    /// Where to accept the primary's logging connection.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: SocketAddr,
+    /// Where console output goes once live: stdio, null, or file:PATH.
+    #[arg(long, value_name = "TARGET", default_value = "stdio")]
+    pub console: ConsoleTarget,
+    /// Do not read console input from stdin once live.
+    #[arg(long)]
+    pub no_input: bool,
+    /// The same machine as the primary's (images, memory, devices); the
+    /// drives and network cards are opened only when the backup goes live.
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+/// Why replay cannot go on.
+enum Stuck {
+    /// The execution differs from the primary's.
+    Diverged(String),
+}
+
+/// Replay state of a backup.
+struct Follower {
+    machine: Machine,
+    /// The entry being run towards, handed out by the core.
+    current: Option<LogEntry>,
+    executed_seq: u64,
+    /// Outputs since the last `Outputs` marker (hashed in `hasher`).
+    unmarked: Vec<Output>,
+    hasher: OutputHasher,
+    /// Block and entropy requests not yet completed in the log.
+    outstanding: BTreeMap<(Slot, u64), Output>,
+    powered_off: bool,
+}
+
+impl Follower {
+    fn new(machine: Machine) -> Follower {
+        Follower {
+            machine,
+            current: None,
+            executed_seq: 0,
+            unmarked: Vec::new(),
+            hasher: OutputHasher::default(),
+            outstanding: BTreeMap::new(),
+            powered_off: false,
+        }
+    }
+
+    fn collect_outputs(&mut self) {
+        for o in self.machine.take_outputs() {
+            match &o {
+                Output::Rng { slot, id, .. } => {
+                    self.outstanding.insert((*slot, *id), o);
+                    continue;
+                }
+                Output::Blk { slot, id, .. } => {
+                    self.outstanding.insert((*slot, *id), o.clone());
+                }
+                _ => {}
+            }
+            self.hasher.add(&o);
+            self.unmarked.push(o);
+        }
+    }
+
+    fn apply(&mut self, e: &LogEntry) -> Result<(), Stuck> {
+        let rec = Record::decode(e.kind, &e.payload).map_err(|err| {
+            Stuck::Diverged(format!(
+                "log entry {} (step {}) is malformed: {err}",
+                e.seq, e.icount
+            ))
+        })?;
+        match rec {
+            Record::Input(input) => {
+                match &input {
+                    Input::BlkDone { slot, id, .. } | Input::RngData { slot, id, .. } => {
+                        self.outstanding.remove(&(*slot, *id));
+                    }
+                    _ => {}
+                }
+                self.machine.apply(&input);
+            }
+            Record::Outputs { hash, count } => {
+                let (h, c) = self.hasher.take();
+                if (h, c) != (hash, count) {
+                    return Err(Stuck::Diverged(format!(
+                        "outputs differ at step {}: the primary produced {count} output units, this backup {c} (hashes {hash:#x} / {h:#x})",
+                        e.icount
+                    )));
+                }
+                self.unmarked.clear();
+            }
+            Record::Digest(expected) => {
+                let found = self.machine.digest();
+                let diff = expected.differences(&found);
+                if !diff.is_empty() {
+                    return Err(Stuck::Diverged(format!(
+                        "state differs from the primary's at step {}: {}",
+                        e.icount,
+                        diff.join("; ")
+                    )));
+                }
+            }
+            Record::End(_) => {}
+        }
+        self.executed_seq = e.seq;
+        Ok(())
+    }
+
+    /// Replays for at most one quantum of steps. Returns whether anything
+    /// happened.
+    fn replay(&mut self, core: &mut Backup) -> Result<bool, Stuck> {
+        let start = self.machine.icount();
+        let mut progressed = false;
+        loop {
+            if self.current.is_none() {
+                self.current = core.next_entry();
+            }
+            let target = match &self.current {
+                Some(e) => e.icount,
+                None => core.horizon(),
+            };
+            let at = self.machine.icount();
+            if at > target {
+                if self.current.is_some() {
+                    return Err(Stuck::Diverged(format!(
+                        "the next log entry is at step {target}, but this backup is already at step {at}"
+                    )));
+                }
+                return Ok(progressed);
+            }
+            if at < target {
+                if at >= start + FT_QUANTUM || self.powered_off {
+                    return Ok(progressed);
+                }
+                let limit = target.min(start + FT_QUANTUM);
+                let stop = self.machine.run(limit);
+                progressed = true;
+                self.collect_outputs();
+                match stop {
+                    Stop::Limit => {}
+                    Stop::Idle { .. } => {
+                        if self.machine.icount() < target {
+                            return Err(Stuck::Diverged(format!(
+                                "the guest went idle at step {} but the primary ran on to step {target} without an input",
+                                self.machine.icount()
+                            )));
+                        }
+                    }
+                    Stop::Finished(_) => self.powered_off = true,
+                }
+                continue;
+            }
+            let Some(e) = self.current.take() else {
+                return Ok(progressed);
+            };
+            self.apply(&e)?;
+            progressed = true;
+        }
+    }
+}
+
+struct BackupDriver {
+    args: BackupArgs,
+    own: MachineConfig,
+    identity: [u8; 32],
+    core: Backup,
+    link: Link,
+    arbiter: Arbiter,
+    clock: Clock,
+    started: std::time::Instant,
+    tx: Sender<HostEvent>,
+    events: Receiver<HostEvent>,
+    follower: Option<Follower>,
+    virtio: Vec<ftvm_machine::DeviceConfig>,
+    draining: bool,
+    handshaken: bool,
+    last_drop: Option<String>,
+    board: Board,
+    report: Report,
+    last_publish: u64,
+}
+
+/// What the loop decided.
+enum Next {
+    GoLive,
+    Exit(u8),
+}
+
+impl BackupDriver {
+    /// Builds the primary's machine from its log header.
+    fn build_machine(&mut self, header: &[u8]) -> Result<()> {
+        let (h, _) = LogHeader::decode(header).context("the primary's log header is unreadable")?;
+        let rc = recorded_config(&h)?;
+        let cfg = MachineConfig::from_spec(
+            &rc.spec,
+            self.own.bios.clone(),
+            self.own.kernel.clone(),
+            self.own.initrd.clone(),
+        );
+        if ftvm_replay::pair_identity(&cfg) != self.identity {
+            bail!("the primary's machine differs from this backup's (memory, devices, command line or images)");
+        }
+        self.virtio = cfg.virtio.clone();
+        let machine = Machine::new(&cfg).context("cannot build the primary's machine")?;
+        eprintln!(
+            "ftvm: backup: following the primary ({} MiB, {} virtio devices)",
+            rc.spec.ram_size >> 20,
+            rc.spec.virtio.len()
+        );
+        self.follower = Some(Follower::new(machine));
+        Ok(())
+    }
+
+    fn on_event(&mut self, ev: HostEvent) -> Result<()> {
+        let now = self.clock.ms();
+        let HostEvent::Ft(ev) = ev else {
+            return Ok(());
+        };
+        match ev {
+            FtEvent::Connected { conn, stream } => {
+                let from = stream
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                match self.core.on_connected(now) {
+                    Ok(()) => {
+                        self.link.attach(conn, stream)?;
+                        tracing::info!("logging connection from {from}");
+                    }
+                    Err(e) => eprintln!("ftvm: backup: refusing a connection from {from}: {e}"),
+                }
+            }
+            FtEvent::Frame { conn, frame } => {
+                if self.link.is_current(conn) {
+                    if let Err(e) = self.core.on_message(now, frame) {
+                        let why = e.to_string();
+                        if self.last_drop.as_deref() != Some(why.as_str()) {
+                            eprintln!("ftvm: backup: dropping the logging connection: {why}");
+                        }
+                        self.last_drop = Some(why);
+                        self.link.close();
+                        self.core.on_disconnect(now);
+                    } else {
+                        if self.follower.is_none() {
+                            if let Some(h) = self.core.log_header().map(|h| h.to_vec()) {
+                                self.build_machine(&h)?;
+                            }
+                        }
+                        if !self.handshaken && self.core.status().connected {
+                            self.handshaken = true;
+                            self.last_drop = None;
+                            eprintln!(
+                                "ftvm: backup: paired with the primary at {}",
+                                self.link.peer().map(|a| a.to_string()).unwrap_or_default()
+                            );
+                        }
+                    }
+                }
+            }
+            FtEvent::Closed { conn, error } => {
+                if self.link.is_current(conn) {
+                    let why =
+                        error.unwrap_or_else(|| "the primary closed the logging connection".into());
+                    if self.last_drop.as_deref() != Some(why.as_str()) {
+                        eprintln!("ftvm: backup: {why}");
+                    }
+                    self.last_drop = Some(why);
+                    self.handshaken = false;
+                    self.link.close();
+                    self.core.on_disconnect(now);
+                }
+            }
+            FtEvent::DialFailed { .. } => {}
+            FtEvent::Arbiter(result, detail) => {
+                eprintln!("ftvm: backup: arbiter: {result:?}: {detail}");
+                if let Err(e) = self.core.on_arbiter_result(now, result) {
+                    tracing::warn!("arbiter answer not expected: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn actions(&mut self) -> Option<Next> {
+        while let Some(a) = self.core.poll_action() {
+            match a {
+                BackupAction::Send(frame) => self.link.send(&frame),
+                BackupAction::Disconnect => {
+                    self.link.close();
+                    self.core.on_disconnect(self.clock.ms());
+                }
+                BackupAction::DrainLog => {
+                    eprintln!(
+                        "ftvm: backup: the primary is silent; executing the {} log entries received but not yet replayed",
+                        self.core.pending_entries()
+                    );
+                    self.draining = true;
+                }
+                BackupAction::TestAndSet {
+                    generation,
+                    claimant,
+                } => {
+                    eprintln!(
+                        "ftvm: backup: asking the arbiter at {} to take over",
+                        self.arbiter.addr()
+                    );
+                    self.arbiter.test_and_set(generation, claimant, &self.tx);
+                }
+                BackupAction::GoLive => return Some(Next::GoLive),
+                BackupAction::Halt { reason } => {
+                    eprintln!("ftvm: backup: halting: {reason}");
+                    self.link.close();
+                    self.report.halted = Some(reason.to_string());
+                    self.publish(true);
+                    let code = match reason {
+                        ftvm_ft::HaltReason::PeerPoweredOff => 0,
+                        _ => EXIT_HALTED,
+                    };
+                    return Some(Next::Exit(code));
+                }
+            }
+        }
+        None
+    }
+
+    fn publish(&mut self, force: bool) {
+        let now = self.clock.ms();
+        if !force && now < self.last_publish + PUBLISH_MS {
+            return;
+        }
+        self.last_publish = now;
+        let s = self.core.status();
+        let r = &mut self.report;
+        r.uptime_s = self.clock.secs();
+        r.phase = if self.follower.is_none() && s.phase == Phase::Following {
+            "waiting".into()
+        } else {
+            s.phase.as_str().into()
+        };
+        r.connected = s.connected;
+        r.peer = self.link.peer().map(|a| a.to_string());
+        r.icount = self.follower.as_ref().map_or(0, |f| f.machine.icount());
+        r.log_seq = s.log_seq;
+        r.acked_seq = s.acked_seq;
+        r.executed_seq = s.executed_seq;
+        r.lag_instructions = s.lag_instructions;
+        r.log_bytes_sent = s.bytes_sent;
+        r.log_bytes_received = s.bytes_received;
+        r.arbiter_attempts = s.arbiter_attempts;
+        self.board.publish(self.report.clone());
+    }
+
+    fn diverged(&mut self, why: String) -> u8 {
+        eprintln!("ftvm: backup: DIVERGED from the primary: {why}");
+        eprintln!(
+            "ftvm: backup: this backup cannot take over; leaving so that the primary runs alone"
+        );
+        let _ = self.core.leave(self.clock.ms());
+        while let Some(a) = self.core.poll_action() {
+            if let BackupAction::Send(f) = a {
+                self.link.send(&f);
+            }
+        }
+        self.link.finish(Duration::from_secs(1));
+        self.report.halted = Some(format!("diverged: {why}"));
+        self.publish(true);
+        EXIT_DIVERGED
+    }
+
+    fn run(&mut self) -> Result<Next> {
+        loop {
+            let now = self.clock.ms();
+            if STOP_REQUESTED.load(Ordering::SeqCst) {
+                eprintln!("ftvm: backup: stopping; the primary goes on alone");
+                let _ = self.core.leave(now);
+                while let Some(a) = self.core.poll_action() {
+                    if let BackupAction::Send(f) = a {
+                        self.link.send(&f);
+                    }
+                }
+                self.link.finish(Duration::from_secs(1));
+                return Ok(Next::Exit(130));
+            }
+            self.core.on_tick(now);
+            while let Ok(ev) = self.events.try_recv() {
+                self.on_event(ev)?;
+            }
+            if let Some(n) = self.actions() {
+                return Ok(n);
+            }
+            let mut progressed = false;
+            if let Some(f) = self.follower.as_mut() {
+                match f.replay(&mut self.core) {
+                    Ok(p) => progressed = p,
+                    Err(Stuck::Diverged(why)) => return Ok(Next::Exit(self.diverged(why))),
+                }
+                let (seq, icount) = (f.executed_seq, f.machine.icount());
+                if let Err(e) = self.core.on_executed(self.clock.ms(), seq, icount) {
+                    tracing::debug!("progress not accepted: {e}");
+                }
+            }
+            if self.draining {
+                let drained = self.core.pending_entries() == 0
+                    && self.follower.as_ref().is_none_or(|f| f.current.is_none());
+                if drained {
+                    self.draining = false;
+                    if let Err(e) = self.core.on_drained(self.clock.ms()) {
+                        bail!("cannot finish draining the log: {e}");
+                    }
+                    eprintln!(
+                        "ftvm: backup: log drained at step {}",
+                        self.follower.as_ref().map_or(0, |f| f.machine.icount())
+                    );
+                }
+            }
+            if let Some(n) = self.actions() {
+                return Ok(n);
+            }
+            self.publish(false);
+            if !progressed && !self.draining {
+                let wait = match self.core.next_timeout_ms() {
+                    Some(t) => {
+                        Duration::from_millis(t.saturating_sub(self.clock.ms())).min(MAX_IDLE_WAIT)
+                    }
+                    None => MAX_IDLE_WAIT,
+                };
+                match self.events.recv_timeout(wait) {
+                    Ok(ev) => self.on_event(ev)?,
+                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+                }
+            }
+        }
+    }
+}
+
+/// `ftvm backup`.
+pub fn backup(args: BackupArgs) -> Result<u8> {
+    // Building the machine here checks the images and that every drive and
+    // TAP device can be opened; they are then closed again (a TAP with no
+    // reader has no carrier, so the bridge sends the guest's traffic only to
+    // the primary) and reopened when going live.
+    let (own, _paths, backends) = args.machine.build()?;
+    drop(backends);
+    let identity = ftvm_replay::pair_identity(&own);
+    let mut config = args.ft.config(identity);
+    // With no machine before the primary's Hello there is nothing to take
+    // over: wait for the first contact as long as it takes.
+    config.startup_timeout_ms = u64::MAX / 4;
+    let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm);
+    arbiter.check_generation(args.ft.generation)?;
+    let listener = TcpListener::bind(args.listen)
+        .with_context(|| format!("cannot listen for the primary on {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let (tx, rx) = mpsc::channel();
+    start_listener(listener, tx.clone(), FIRST_ACCEPTED_ID)?;
+    let board = Board::default();
+    if let Some(addr) = args.ft.status {
+        let a = board.serve(addr)?;
+        eprintln!("ftvm: backup: status on {a}");
+    }
+    install_signal_handlers();
+    let clock = Clock::new(0);
+    let core = ftvm_ft::Backup::new(config, clock.ms()).context("bad FT configuration")?;
+    eprintln!(
+        "ftvm: backup: VM {:?} generation {}, waiting for the primary on {local}",
+        args.ft.vm, args.ft.generation
+    );
+    let report = Report {
+        vm: args.ft.vm.clone(),
+        started_as: Role::Backup.as_str().into(),
+        generation: args.ft.generation,
+        ..Report::default()
+    };
+    let mut d = BackupDriver {
+        own,
+        identity,
+        core,
+        link: Link::new(tx.clone()),
+        arbiter,
+        clock,
+        started: std::time::Instant::now(),
+        tx,
+        events: rx,
+        follower: None,
+        virtio: Vec::new(),
+        draining: false,
+        handshaken: false,
+        last_drop: None,
+        board,
+        report,
+        last_publish: 0,
+        args,
+    };
+    match d.run()? {
+        Next::Exit(code) => Ok(code),
+        Next::GoLive => go_live(d),
+    }
+}
+
+fn go_live(d: BackupDriver) -> Result<u8> {
+    let f = d
+        .follower
+        .ok_or_else(|| anyhow!("won the arbiter without ever receiving the primary's machine"))?;
+    eprintln!(
+        "ftvm: backup: won the arbiter; going live at step {} (attaching the network and disk)",
+        f.machine.icount()
+    );
+    let m = &d.args.machine;
+    let (_, backends) = devices::open(&m.drives, &m.nets, !m.no_rng)
+        .context("cannot attach the real devices to go live")?;
+    let unreleased: Vec<Output> = f
+        .unmarked
+        .into_iter()
+        .filter(|o| matches!(o, Output::Console(_) | Output::NetTx { .. }))
+        .collect();
+    let resubmit: Vec<Output> = f.outstanding.into_values().collect();
+    if !resubmit.is_empty() {
+        eprintln!(
+            "ftvm: backup: re-issuing {} device requests the primary left unfinished",
+            resubmit.len()
+        );
+    }
+    let report = d.report;
+    let clock = Clock::new(f.machine.guest_time());
+    let mut live = Live::go_live(
+        LiveSetup {
+            machine: f.machine,
+            virtio: d.virtio,
+            backends,
+            console: d.args.console.clone(),
+            read_input: !d.args.no_input,
+            clock,
+            board: d.board,
+            report,
+            started: d.started,
+            channel: (d.tx, d.events),
+        },
+        unreleased,
+        resubmit,
+    )?;
+    drop(d.link);
+    let ended = live.run()?;
+    Ok(ended.exit_code())
+}

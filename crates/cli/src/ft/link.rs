@@ -1,0 +1,269 @@
+//! The logging connection of an FT pair, as the drivers see it: one TCP
+//! stream at a time, numbered, with a reader thread that decodes frames
+//! (`WireDecoder`) and a writer thread that sends what the core asked for,
+//! so that a slow or frozen peer never blocks the machine loop. Both report
+//! to the driver's event channel; events of a connection that has since
+//! been replaced carry its old number and are ignored. The primary dials
+//! (one attempt at a time, in a thread, with a short connect timeout); the
+//! backup accepts on a listener thread. Nothing here interprets frames:
+//! that is the protocol core's job.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{self, Sender};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ftvm_ft::wire::WireDecoder;
+use ftvm_ft::Frame;
+
+use crate::events::{FtEvent, HostEvent};
+
+/// Limit for one dial attempt.
+const DIAL_TIMEOUT: Duration = Duration::from_millis(300);
+
+struct Current {
+    id: u64,
+    stream: TcpStream,
+    out: Sender<Vec<u8>>,
+    writer: thread::JoinHandle<()>,
+}
+
+/// The driver's handle on the logging connection.
+pub struct Link {
+    events: Sender<HostEvent>,
+    current: Option<Current>,
+    next_id: u64,
+    dialing: bool,
+    /// Frames that could not be encoded (a bug, never expected).
+    pub encode_errors: u64,
+}
+
+impl Link {
+    pub fn new(events: Sender<HostEvent>) -> Link {
+        Link {
+            events,
+            current: None,
+            next_id: 1,
+            dialing: false,
+            encode_errors: 0,
+        }
+    }
+
+    /// A fresh connection number (for a stream the listener accepted).
+    pub fn next_conn_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    /// Whether `conn` is the connection in use.
+    pub fn is_current(&self, conn: u64) -> bool {
+        self.current.as_ref().is_some_and(|c| c.id == conn)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.current.is_some()
+    }
+
+    pub fn is_dialing(&self) -> bool {
+        self.dialing
+    }
+
+    /// Starts one dial attempt to `addr`; the result comes back as
+    /// `Connected` or `DialFailed`.
+    pub fn dial(&mut self, addr: SocketAddr) {
+        if self.dialing {
+            return;
+        }
+        self.dialing = true;
+        let id = self.next_conn_id();
+        let tx = self.events.clone();
+        let spawned = thread::Builder::new()
+            .name("ft-dial".into())
+            .spawn(move || {
+                let ev = match TcpStream::connect_timeout(&addr, DIAL_TIMEOUT) {
+                    Ok(stream) => FtEvent::Connected { conn: id, stream },
+                    Err(e) => FtEvent::DialFailed {
+                        error: format!("cannot reach the backup at {addr}: {e}"),
+                    },
+                };
+                let _ = tx.send(HostEvent::Ft(ev));
+            });
+        if spawned.is_err() {
+            self.dialing = false;
+        }
+    }
+
+    /// A dial attempt ended (with either result).
+    pub fn dial_done(&mut self) {
+        self.dialing = false;
+    }
+
+    /// Makes `stream` the connection in use, replacing (and closing) any
+    /// previous one, and starts its reader and writer threads.
+    pub fn attach(&mut self, conn: u64, stream: TcpStream) -> Result<()> {
+        self.close();
+        stream.set_nodelay(true).ok();
+        let reader = stream
+            .try_clone()
+            .context("cannot clone the logging socket")?;
+        let writer = stream
+            .try_clone()
+            .context("cannot clone the logging socket")?;
+        let (out, rx) = mpsc::channel::<Vec<u8>>();
+        let tx = self.events.clone();
+        thread::Builder::new()
+            .name(format!("ft-read-{conn}"))
+            .spawn(move || read_loop(conn, reader, tx))
+            .context("cannot start the logging reader thread")?;
+        let tx = self.events.clone();
+        let writer = thread::Builder::new()
+            .name(format!("ft-write-{conn}"))
+            .spawn(move || {
+                let mut w = writer;
+                for bytes in rx {
+                    if let Err(e) = w.write_all(&bytes) {
+                        let _ = w.shutdown(Shutdown::Both);
+                        let _ = tx.send(HostEvent::Ft(FtEvent::Closed {
+                            conn,
+                            error: Some(format!("cannot send on the logging connection: {e}")),
+                        }));
+                        return;
+                    }
+                }
+            })
+            .context("cannot start the logging writer thread")?;
+        self.current = Some(Current {
+            id: conn,
+            stream,
+            out,
+            writer,
+        });
+        Ok(())
+    }
+
+    /// Queues `frame` for the writer thread. Dropped if there is no
+    /// connection (the core re-sends what was not acknowledged).
+    pub fn send(&mut self, frame: &Frame) {
+        let Some(c) = &self.current else { return };
+        match frame.to_bytes() {
+            Ok(bytes) => {
+                let _ = c.out.send(bytes);
+            }
+            Err(e) => {
+                self.encode_errors += 1;
+                tracing::error!("cannot encode a logging frame: {e}");
+            }
+        }
+    }
+
+    /// Closes the connection in use, if any; its threads end on their own.
+    pub fn close(&mut self) {
+        if let Some(c) = self.current.take() {
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Closes the connection after the writer has sent everything queued
+    /// (a Goodbye), waiting at most `timeout`.
+    pub fn finish(&mut self, timeout: Duration) {
+        if let Some(c) = self.current.take() {
+            drop(c.out);
+            let deadline = std::time::Instant::now() + timeout;
+            while !c.writer.is_finished() && std::time::Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(2));
+            }
+            let _ = c.stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Address of the peer of the connection in use.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.current
+            .as_ref()
+            .and_then(|c| c.stream.peer_addr().ok())
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn read_loop(conn: u64, mut stream: TcpStream, tx: Sender<HostEvent>) {
+    let mut dec = WireDecoder::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let closed = |error: Option<String>| HostEvent::Ft(FtEvent::Closed { conn, error });
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) => {
+                let error = dec
+                    .finish()
+                    .err()
+                    .map(|e| format!("the peer closed the connection mid-frame: {e}"));
+                let _ = tx.send(closed(error));
+                return;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let _ = tx.send(closed(Some(format!("logging connection broken: {e}"))));
+                return;
+            }
+        };
+        dec.push(&buf[..n]);
+        loop {
+            match dec.next_frame() {
+                Ok(Some(frame)) => {
+                    if tx
+                        .send(HostEvent::Ft(FtEvent::Frame { conn, frame }))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = stream.shutdown(Shutdown::Both);
+                    let _ = tx.send(closed(Some(format!(
+                        "refused garbage on the logging connection: {e}"
+                    ))));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Accepts logging connections on `listener` and reports each as
+/// `Connected` with a number from `ids` (the driver decides whether to use
+/// it; a refused stream is simply dropped).
+pub fn start_listener(listener: TcpListener, tx: Sender<HostEvent>, first_id: u64) -> Result<()> {
+    thread::Builder::new()
+        .name("ft-listen".into())
+        .spawn(move || {
+            let mut id = first_id;
+            for stream in listener.incoming() {
+                match stream {
+                    Ok(stream) => {
+                        id += 1;
+                        if tx
+                            .send(HostEvent::Ft(FtEvent::Connected { conn: id, stream }))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("logging listener: accept failed: {e}");
+                        thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+        })
+        .context("cannot start the logging listener thread")?;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! `ftvm primary` and `ftvm backup`: the drivers that wire the sans-I/O
+//! protocol cores of `ftvm-ft` to a real machine, a TCP logging connection,
+//! the arbiter of `ftvm storage`, the host clock and the guest's devices.
+//!
+//! - [`primary`]: runs the guest with real I/O, turns every input into a log
+//!   entry, holds every output (console bytes, transmitted frames, disk
+//!   requests) until the backup acknowledged the entry that follows it, and
+//!   obeys the core's throttling. The same loop, without a core, runs a
+//!   backup that went live.
+//! - [`backup`]: takes the machine description from the primary's Hello,
+//!   re-executes the log entry by entry, checks the primary's output hashes
+//!   and digests, and on failover drains the log, asks the arbiter and, if
+//!   it won, attaches the real network and disk and carries on live.
+//! - [`link`], [`arbiter`], [`status`]: the logging connection's threads,
+//!   test-and-set requests, and the status endpoint.
+//!
+//! The log entries are the record/replay codec's records (`ftvm-replay`):
+//! inputs, an `Outputs` marker after every quantum that produced outputs
+//! (the entry those outputs depend on), and periodic state digests.
+
+pub mod arbiter;
+pub mod backup;
+pub mod link;
+pub mod primary;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use clap::Args;
+use ftvm_ft::Config;
+use ftvm_machine::layout::TIMEBASE_HZ;
+
+/// Exit status of a process the protocol halted (it lost the arbiter, could
+/// not reach it, or was told to stop): its partner (or nobody) runs the VM.
+pub const EXIT_HALTED: u8 = 4;
+/// Exit status of a backup whose re-execution diverged from the primary.
+pub const EXIT_DIVERGED: u8 = 3;
+
+/// Steps per turn of an FT driver's loop. Smaller than `ftvm run`'s
+/// quantum: acknowledgements are handled between quanta, and every
+/// released output waits for one.
+pub const FT_QUANTUM: u64 = 200_000;
+
+/// Options both sides of a pair share.
+#[derive(Args, Debug, Clone)]
+pub struct FtArgs {
+    /// Name of the VM; both sides and the arbiter use it.
+    #[arg(long, default_value = "vm0")]
+    pub vm: String,
+    /// Generation of this pair. Raise it for every new pair of the same VM:
+    /// processes of an older generation can never win the arbiter.
+    #[arg(long, default_value_t = 1)]
+    pub generation: u64,
+    /// The arbiter (`ftvm storage --arbiter-listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub arbiter: SocketAddr,
+    /// Serve status reports (JSON) on this address; read them with `ftvm status`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub status: Option<SocketAddr>,
+    /// Heartbeat interval on the logging channel.
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    pub heartbeat_ms: u64,
+    /// Silence after which the peer is declared dead.
+    #[arg(long, value_name = "MS", default_value_t = 500)]
+    pub failure_timeout_ms: u64,
+    /// Execution lag above which the primary slows itself down.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub lag_target_ms: u64,
+    /// Primary: how long to wait for the backup to first connect before
+    /// asking the arbiter to run alone.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub startup_timeout_ms: u64,
+    /// Halt if the arbiter has not answered a failover this long.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub arbiter_deadline_ms: u64,
+}
+
+impl FtArgs {
+    pub fn config(&self, machine_hash: [u8; 32]) -> Config {
+        let mut c = Config::new(self.vm.clone(), self.generation, machine_hash);
+        c.heartbeat_interval_ms = self.heartbeat_ms;
+        c.failure_timeout_ms = self.failure_timeout_ms;
+        c.handshake_timeout_ms = c.handshake_timeout_ms.min(self.failure_timeout_ms);
+        c.lag_target_ms = self.lag_target_ms;
+        c.startup_timeout_ms = self.startup_timeout_ms.max(self.failure_timeout_ms);
+        c.arbiter_deadline_ms = self.arbiter_deadline_ms;
+        c
+    }
+}
+
+/// Milliseconds and guest ticks since a process-local origin.
+#[derive(Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    /// Guest ticks at `start` (a backup that went live continues the
+    /// primary's guest time from where the log left it).
+    base_ticks: u64,
+}
+
+impl Clock {
+    pub fn new(base_ticks: u64) -> Clock {
+        Clock {
+            start: Instant::now(),
+            base_ticks,
+        }
+    }
+
+    pub fn ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn secs(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    pub fn ticks(&self) -> u64 {
+        self.base_ticks
+            + (self.start.elapsed().as_nanos() * TIMEBASE_HZ as u128 / 1_000_000_000) as u64
+    }
+}

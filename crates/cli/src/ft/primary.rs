@@ -1,0 +1,748 @@
+//! `ftvm primary`, and the live loop a backup continues in after it went
+//! live. Each turn: let the protocol core tick and carry out its actions,
+//! apply the host clock and whatever the host delivered (console bytes,
+//! frames, disk completions) — each logged as an entry before it is applied
+//! — run one quantum, then hand the quantum's outputs to the core behind an
+//! `Outputs` marker entry logged at the step where the quantum ended. The
+//! core releases them once the backup acknowledged that marker (the output
+//! rule: every output depends on an entry at or after its instruction); only
+//! then are frames sent, bytes printed and disk requests submitted. Entropy
+//! requests are not visible outside and are served at once. While the core
+//! asks for a throttle the guest does not run, but events are still served.
+//! Without a core (a backup that went live, or a primary that won the
+//! arbiter and runs alone) outputs go straight out.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use ftvm_ft::{GoodbyeReason, HaltReason, OutputId, Phase, Primary, PrimaryAction, Role};
+use ftvm_machine::layout::TIMEBASE_HZ;
+use ftvm_machine::{DeviceConfig, Finisher, Input, Machine, Output, Stop};
+use ftvm_replay::{OutputHasher, Record};
+
+use super::arbiter::Arbiter;
+use super::link::Link;
+use super::status::{Board, Report};
+use super::{Clock, FtArgs, EXIT_HALTED, FT_QUANTUM};
+use crate::console::{Console, ConsoleTarget, Filtered};
+use crate::devices::{self, Backends};
+use crate::driver::{install_signal_handlers, STOP_REQUESTED};
+use crate::events::{FtEvent, HostEvent};
+use crate::machine_args::MachineArgs;
+
+/// Longest the loop sleeps while the guest idles.
+const MAX_IDLE_WAIT: Duration = Duration::from_millis(20);
+/// Pause between dial attempts while the backup is unreachable.
+const REDIAL_MS: u64 = 200;
+/// Pause before dialling again after the backup refused the handshake.
+const REFUSED_REDIAL_MS: u64 = 1000;
+/// How often the status report is refreshed.
+const PUBLISH_MS: u64 = 250;
+/// How long a powering-off primary waits for its held outputs to clear.
+const POWER_OFF_DRAIN: Duration = Duration::from_secs(3);
+
+#[derive(Args, Debug)]
+pub struct PrimaryArgs {
+    #[command(flatten)]
+    pub ft: FtArgs,
+    /// Where the backup listens for the logging connection (`ftvm backup --listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub backup: SocketAddr,
+    /// Send a state digest every N steps, which the backup checks (0: never).
+    #[arg(long, value_name = "N", default_value_t = 1_000_000_000)]
+    pub digest_interval: u64,
+    /// Where console output goes: stdio, null, or file:PATH.
+    #[arg(long, value_name = "TARGET", default_value = "stdio")]
+    pub console: ConsoleTarget,
+    /// Do not read console input from stdin.
+    #[arg(long)]
+    pub no_input: bool,
+    #[command(flatten)]
+    pub machine: MachineArgs,
+}
+
+/// The announcement a guest's NIC makes when it appears on a new port: a
+/// broadcast RARP request from its MAC, as after a live migration, so that
+/// bridges and switches learn where the MAC now lives.
+pub fn rarp_announcement(mac: [u8; 6]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(60);
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x80, 0x35]); // EtherType RARP
+    f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 3]); // Ethernet/IPv4, reverse request
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0; 4]);
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0; 4]);
+    f.resize(60, 0);
+    f
+}
+
+/// The protocol side of a paired primary.
+struct Pairing {
+    core: Primary,
+    link: Link,
+    arbiter: Arbiter,
+    backup: SocketAddr,
+    next_dial_ms: u64,
+    dial_warned: bool,
+    /// The handshake on the current connection completed.
+    handshaken: bool,
+    /// The last reason a connection was dropped (printed once).
+    last_drop: Option<String>,
+    held: VecDeque<(OutputId, Output)>,
+    next_output: OutputId,
+    digest_interval: u64,
+    next_digest: u64,
+    throttle_until: u64,
+}
+
+pub struct Live {
+    machine: Machine,
+    /// The machine's virtio devices (for the MACs to announce).
+    virtio: Vec<DeviceConfig>,
+    backends: Backends,
+    console: Console,
+    events: Receiver<HostEvent>,
+    tx: Sender<HostEvent>,
+    pending: VecDeque<Input>,
+    clock: Clock,
+    pair: Option<Pairing>,
+    board: Board,
+    report: Report,
+    started: std::time::Instant,
+    buf: Vec<u8>,
+    last_publish: u64,
+    quit: bool,
+}
+
+/// How a live run ended.
+pub enum Ended {
+    /// The guest powered off (or a bare-metal program ended) with this status.
+    Finished(u8),
+    /// The protocol halted this process.
+    Halted(HaltReason),
+    /// A signal or the console asked to stop.
+    Stopped,
+}
+
+impl Ended {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Ended::Finished(c) => *c,
+            Ended::Halted(_) => EXIT_HALTED,
+            Ended::Stopped => 130,
+        }
+    }
+}
+
+/// What a live loop starts from.
+pub struct LiveSetup {
+    pub machine: Machine,
+    pub virtio: Vec<DeviceConfig>,
+    pub backends: Backends,
+    pub console: ConsoleTarget,
+    pub read_input: bool,
+    pub clock: Clock,
+    pub board: Board,
+    pub report: Report,
+    /// When the process started (for the uptime in status reports).
+    pub started: std::time::Instant,
+    pub channel: (Sender<HostEvent>, Receiver<HostEvent>),
+}
+
+impl Live {
+    fn build(s: LiveSetup) -> Result<Live> {
+        let (tx, events) = s.channel;
+        let mut backends = s.backends;
+        backends.start_readers(&tx)?;
+        backends.start_disk_worker(&tx)?;
+        let console = Console::open(&s.console, s.read_input.then(|| tx.clone()))?;
+        Ok(Live {
+            machine: s.machine,
+            virtio: s.virtio,
+            backends,
+            console,
+            events,
+            tx,
+            pending: VecDeque::new(),
+            clock: s.clock,
+            pair: None,
+            board: s.board,
+            report: s.report,
+            started: s.started,
+            buf: Vec::new(),
+            last_publish: 0,
+            quit: false,
+        })
+    }
+
+    /// The live loop of a backup that won the arbiter: no backup of its
+    /// own. Outputs the dead primary can never have released are let out,
+    /// and block and entropy requests it never completed are submitted
+    /// again (block requests are idempotent: a write the primary did finish
+    /// writes the same bytes again).
+    pub fn go_live(s: LiveSetup, unreleased: Vec<Output>, resubmit: Vec<Output>) -> Result<Live> {
+        let mut live = Live::build(s)?;
+        live.report.solo_since_s = Some(live.started.elapsed().as_secs_f64());
+        live.announce();
+        for o in unreleased.into_iter().chain(resubmit) {
+            live.perform(o)?;
+        }
+        Ok(live)
+    }
+
+    /// Tells the network where the guest's MACs now are.
+    fn announce(&mut self) {
+        for (slot, d) in self.virtio.iter().enumerate() {
+            if let DeviceConfig::Net { mac } = d {
+                for _ in 0..3 {
+                    self.backends.transmit(slot as u8, &rarp_announcement(*mac));
+                }
+            }
+        }
+    }
+
+    fn paired(&self) -> bool {
+        self.pair.as_ref().is_some_and(|p| {
+            p.core.phase() == Phase::Paired || p.core.phase() == Phase::Arbitrating
+        })
+    }
+
+    /// Logs (while paired) and applies an input at the current step.
+    fn apply(&mut self, input: Input) -> Result<()> {
+        let rec = Record::Input(input);
+        if self.paired() {
+            let kind = rec.encode(&mut self.buf);
+            if let Some(p) = self.pair.as_mut() {
+                p.core
+                    .on_log_entry(self.machine.icount(), kind, &self.buf)
+                    .context("cannot log an input")?;
+            }
+        }
+        if let Record::Input(input) = rec {
+            self.machine.apply(&input);
+        }
+        Ok(())
+    }
+
+    /// Lets one output out.
+    fn perform(&mut self, o: Output) -> Result<()> {
+        match o {
+            Output::Console(bytes) => self.console.write(&bytes)?,
+            Output::NetTx { slot, frame } => self.backends.transmit(slot, &frame),
+            Output::Blk { slot, id, op } => {
+                if let Some(done) = self.backends.submit_block(slot, id, op) {
+                    self.pending.push_back(done);
+                }
+            }
+            Output::Rng { slot, id, len } => {
+                self.pending.push_back(devices::entropy(slot, id, len))
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the quantum's outputs to the core (paired) or lets them out.
+    fn outputs(&mut self) -> Result<()> {
+        let outs = self.machine.take_outputs();
+        if outs.is_empty() {
+            return Ok(());
+        }
+        let mut visible = Vec::with_capacity(outs.len());
+        for o in outs {
+            match o {
+                Output::Rng { slot, id, len } => {
+                    self.pending.push_back(devices::entropy(slot, id, len))
+                }
+                o => visible.push(o),
+            }
+        }
+        if visible.is_empty() {
+            return Ok(());
+        }
+        if !self.paired() {
+            for o in visible {
+                self.perform(o)?;
+            }
+            return Ok(());
+        }
+        let icount = self.machine.icount();
+        let mut h = OutputHasher::default();
+        for o in &visible {
+            h.add(o);
+        }
+        let (hash, count) = h.take();
+        let kind = Record::Outputs { hash, count }.encode(&mut self.buf);
+        let Some(p) = self.pair.as_mut() else {
+            return Ok(());
+        };
+        let marker = p
+            .core
+            .on_log_entry(icount, kind, &self.buf)
+            .context("cannot log an output marker")?;
+        for o in visible {
+            let id = p.next_output;
+            p.next_output += 1;
+            p.held.push_back((id, o));
+            p.core
+                .on_output(id, marker)
+                .context("the protocol refused an output")?;
+        }
+        Ok(())
+    }
+
+    /// Carries out what the core asks; `Some` when it halted the process.
+    fn actions(&mut self) -> Result<Option<Ended>> {
+        loop {
+            let Some(p) = self.pair.as_mut() else {
+                return Ok(None);
+            };
+            let Some(a) = p.core.poll_action() else {
+                return Ok(None);
+            };
+            match a {
+                PrimaryAction::Send(frame) => p.link.send(&frame),
+                PrimaryAction::Disconnect => {
+                    p.link.close();
+                    p.core.on_disconnect(self.clock.ms());
+                }
+                PrimaryAction::ReleaseOutput(id) => match p.held.pop_front() {
+                    Some((held_id, o)) if held_id == id => self.perform(o)?,
+                    other => bail!(
+                        "internal error: the protocol released output {id}, but the oldest held output is {:?}",
+                        other.map(|(i, _)| i)
+                    ),
+                },
+                PrimaryAction::Throttle { until_ms } => p.throttle_until = until_ms,
+                PrimaryAction::TestAndSet {
+                    generation,
+                    claimant,
+                } => {
+                    eprintln!(
+                        "ftvm: primary: the backup is gone; asking the arbiter at {} whether to go on alone",
+                        p.arbiter.addr()
+                    );
+                    p.arbiter.test_and_set(generation, claimant, &self.tx);
+                }
+                PrimaryAction::GoAlone => {
+                    eprintln!("ftvm: primary: won the arbiter; running alone (unprotected)");
+                    self.report.solo_since_s = Some(self.started.elapsed().as_secs_f64());
+                }
+                PrimaryAction::Halt { reason } => {
+                    eprintln!("ftvm: primary: halting: {reason}");
+                    p.link.close();
+                    return Ok(Some(Ended::Halted(reason)));
+                }
+            }
+        }
+    }
+
+    fn ft_event(&mut self, ev: FtEvent) -> Result<()> {
+        let now = self.clock.ms();
+        let Some(p) = self.pair.as_mut() else {
+            return Ok(());
+        };
+        match ev {
+            FtEvent::Connected { conn, stream } => {
+                p.link.dial_done();
+                if p.core.on_connected(now).is_ok() {
+                    p.link.attach(conn, stream)?;
+                    p.dial_warned = false;
+                    p.handshaken = false;
+                }
+            }
+            FtEvent::DialFailed { error } => {
+                p.link.dial_done();
+                p.next_dial_ms = now + REDIAL_MS;
+                if !p.dial_warned {
+                    eprintln!("ftvm: primary: {error}; retrying");
+                    p.dial_warned = true;
+                }
+            }
+            FtEvent::Frame { conn, frame } => {
+                if p.link.is_current(conn) {
+                    match p.core.on_message(now, frame) {
+                        Ok(()) => {
+                            if !p.handshaken && p.core.status().connected {
+                                p.handshaken = true;
+                                p.last_drop = None;
+                                eprintln!("ftvm: primary: paired with the backup at {}", p.backup);
+                            }
+                        }
+                        Err(e) => {
+                            let why = e.to_string();
+                            if p.last_drop.as_deref() != Some(why.as_str()) {
+                                eprintln!("ftvm: primary: dropping the logging connection: {why}");
+                            }
+                            p.last_drop = Some(why);
+                            p.link.close();
+                            p.core.on_disconnect(now);
+                            p.next_dial_ms = now + REFUSED_REDIAL_MS;
+                        }
+                    }
+                }
+            }
+            FtEvent::Closed { conn, error } => {
+                if p.link.is_current(conn) {
+                    let why =
+                        error.unwrap_or_else(|| "the backup closed the logging connection".into());
+                    if p.last_drop.as_deref() != Some(why.as_str()) {
+                        eprintln!("ftvm: primary: {why}");
+                    }
+                    p.last_drop = Some(why);
+                    p.handshaken = false;
+                    p.link.close();
+                    p.core.on_disconnect(now);
+                    p.next_dial_ms = now + REDIAL_MS;
+                }
+            }
+            FtEvent::Arbiter(result, detail) => {
+                eprintln!("ftvm: primary: arbiter: {result:?}: {detail}");
+                if let Err(e) = p.core.on_arbiter_result(now, result) {
+                    tracing::warn!("arbiter answer not expected: {e}");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn host_event(&mut self, ev: HostEvent) -> Result<()> {
+        match ev {
+            HostEvent::Console(bytes) => match self.console.filter(bytes) {
+                Filtered::Bytes(b) if !b.is_empty() => self.apply(Input::ConsoleRx(b))?,
+                Filtered::Bytes(_) => {}
+                Filtered::Quit => self.quit = true,
+            },
+            HostEvent::Frame(slot, frame) => self.apply(Input::NetRx { slot, frame })?,
+            HostEvent::Completion(input) => self.apply(input)?,
+            HostEvent::Ft(ev) => self.ft_event(ev)?,
+        }
+        Ok(())
+    }
+
+    /// Dials the backup while paired without a connection.
+    fn maybe_dial(&mut self) {
+        let now = self.clock.ms();
+        if let Some(p) = self.pair.as_mut() {
+            if p.core.phase() == Phase::Paired
+                && !p.link.is_connected()
+                && !p.link.is_dialing()
+                && now >= p.next_dial_ms
+            {
+                p.link.dial(p.backup);
+            }
+        }
+    }
+
+    fn publish(&mut self, force: bool) {
+        let now = self.clock.ms();
+        if !force && now < self.last_publish + PUBLISH_MS {
+            return;
+        }
+        self.last_publish = now;
+        let r = &mut self.report;
+        r.uptime_s = self.started.elapsed().as_secs_f64();
+        r.icount = self.machine.icount();
+        if let Some(p) = &self.pair {
+            let s = p.core.status();
+            r.phase = s.phase.as_str().into();
+            r.connected = s.connected;
+            r.peer = p.link.peer().map(|a| a.to_string());
+            r.log_seq = s.log_seq;
+            r.acked_seq = s.acked_seq;
+            r.lag_instructions = s.lag_instructions;
+            r.lag_ms = s.lag_ms;
+            r.held_outputs = s.held_outputs;
+            r.released_outputs = s.released_outputs;
+            r.log_bytes_sent = s.bytes_sent;
+            r.log_bytes_received = s.bytes_received;
+            r.throttled_ms = s.throttled_ms;
+            r.arbiter_attempts = s.arbiter_attempts;
+        } else {
+            r.phase = "live".into();
+            r.connected = false;
+            r.peer = None;
+        }
+        self.board.publish(self.report.clone());
+    }
+
+    /// Sleeps for at most `wait`, returning early when something for the
+    /// guest arrives (applied at once, after a time input, so the guest sees
+    /// when it arrived). Logging-channel and arbiter events are handled
+    /// without waking the guest: an acknowledgement must not make the
+    /// machine run a turn, which would log a time input, which would be
+    /// acknowledged...
+    fn wait(&mut self, wait: Duration) -> Result<Option<Ended>> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.events.recv_timeout(left) {
+                Ok(HostEvent::Ft(ev)) => {
+                    self.ft_event(ev)?;
+                    if let Some(end) = self.actions()? {
+                        return Ok(Some(end));
+                    }
+                    if !self.pending.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                Ok(ev) => {
+                    let t = self.clock.ticks();
+                    self.apply(Input::Time(t))?;
+                    self.host_event(ev)?;
+                    return Ok(None);
+                }
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                    return Ok(None)
+                }
+            }
+        }
+    }
+
+    /// How long the loop may sleep: until the core's next timeout, within
+    /// `cap`.
+    fn sleep_cap(&self, cap: Duration) -> Duration {
+        match self.pair.as_ref().and_then(|p| p.core.next_timeout_ms()) {
+            Some(t) => Duration::from_millis(t.saturating_sub(self.clock.ms())).min(cap),
+            None => cap,
+        }
+    }
+
+    /// Runs until the guest powers off, the protocol halts the process, or
+    /// a signal or the console asks to stop.
+    pub fn run(&mut self) -> Result<Ended> {
+        loop {
+            if STOP_REQUESTED.load(Ordering::SeqCst) || self.quit {
+                return self.stop();
+            }
+            let now = self.clock.ms();
+            if let Some(p) = self.pair.as_mut() {
+                p.core.on_tick(now);
+            }
+            if let Some(end) = self.actions()? {
+                return Ok(end);
+            }
+            self.maybe_dial();
+            self.publish(false);
+            let throttle = self.pair.as_ref().map_or(0, |p| p.throttle_until);
+            if now < throttle {
+                let w = self.sleep_cap(Duration::from_millis(throttle - now));
+                if let Some(end) = self.wait(w)? {
+                    return Ok(end);
+                }
+                continue;
+            }
+            let t = self.clock.ticks();
+            self.apply(Input::Time(t))?;
+            while let Some(input) = self.pending.pop_front() {
+                self.apply(input)?;
+            }
+            while let Ok(ev) = self.events.try_recv() {
+                self.host_event(ev)?;
+            }
+            self.digest_if_due()?;
+            let limit = self.machine.icount() + FT_QUANTUM;
+            let stop = self.machine.run(limit);
+            self.outputs()?;
+            let (now, icount) = (self.clock.ms(), self.machine.icount());
+            if let Some(p) = self.pair.as_mut() {
+                p.core.on_progress(now, icount);
+            }
+            if let Some(end) = self.actions()? {
+                return Ok(end);
+            }
+            match stop {
+                Stop::Limit => {}
+                Stop::Idle { wake_at } => {
+                    if !self.pending.is_empty() {
+                        continue;
+                    }
+                    let mut w = MAX_IDLE_WAIT;
+                    if let Some(t) = wake_at {
+                        let left = t.saturating_sub(self.clock.ticks());
+                        w = w.min(Duration::from_nanos(
+                            left.saturating_mul(1_000_000_000 / TIMEBASE_HZ),
+                        ));
+                    }
+                    let w = self.sleep_cap(w);
+                    if let Some(end) = self.wait(w)? {
+                        return Ok(end);
+                    }
+                }
+                Stop::Finished(f) => return self.finished(f),
+            }
+        }
+    }
+
+    fn digest_if_due(&mut self) -> Result<()> {
+        if !self.paired() {
+            return Ok(());
+        }
+        let icount = self.machine.icount();
+        let due = self
+            .pair
+            .as_ref()
+            .is_some_and(|p| p.digest_interval > 0 && icount >= p.next_digest);
+        if !due {
+            return Ok(());
+        }
+        let d = self.machine.digest();
+        let kind = Record::Digest(Box::new(d)).encode(&mut self.buf);
+        if let Some(p) = self.pair.as_mut() {
+            p.core
+                .on_log_entry(icount, kind, &self.buf)
+                .context("cannot log a digest")?;
+            while p.next_digest <= icount {
+                p.next_digest += p.digest_interval;
+            }
+        }
+        Ok(())
+    }
+
+    /// The guest powered off: let its last outputs out (waiting for the
+    /// backup's acknowledgement), tell the backup, end.
+    fn finished(&mut self, f: Finisher) -> Result<Ended> {
+        let code = match f {
+            Finisher::Pass | Finisher::Reset => 0,
+            Finisher::Fail(c) => (c as u8).max(1),
+        };
+        if self.pair.is_some() {
+            let deadline = self.clock.ms() + POWER_OFF_DRAIN.as_millis() as u64;
+            while self
+                .pair
+                .as_ref()
+                .is_some_and(|p| !p.held.is_empty() && p.core.phase() == Phase::Paired)
+                && self.clock.ms() < deadline
+            {
+                let now = self.clock.ms();
+                if let Some(p) = self.pair.as_mut() {
+                    p.core.on_tick(now);
+                }
+                if let Some(end) = self.actions()? {
+                    return Ok(end);
+                }
+                let w = self.sleep_cap(MAX_IDLE_WAIT);
+                if let Ok(HostEvent::Ft(ev)) = self.events.recv_timeout(w) {
+                    self.ft_event(ev)?;
+                }
+            }
+            let now = self.clock.ms();
+            if let Some(p) = self.pair.as_mut() {
+                if p.core.leave(now, GoodbyeReason::PowerOff).is_ok() {
+                    while let Some(a) = p.core.poll_action() {
+                        if let PrimaryAction::Send(frame) = a {
+                            p.link.send(&frame);
+                        }
+                    }
+                }
+                p.link.finish(Duration::from_secs(1));
+            }
+        }
+        eprint!("\r\nftvm: the guest powered off\r\n");
+        Ok(Ended::Finished(code))
+    }
+
+    /// A signal or the console asked to stop. A paired primary hands the
+    /// VM over to its backup (planned failover); a lone one just stops.
+    fn stop(&mut self) -> Result<Ended> {
+        let now = self.clock.ms();
+        if let Some(p) = self.pair.as_mut() {
+            if p.core.phase() == Phase::Paired && p.link.is_connected() {
+                eprint!("\r\nftvm: primary: stopping; the backup takes over\r\n");
+                if p.core.leave(now, GoodbyeReason::Leaving).is_ok() {
+                    while let Some(a) = p.core.poll_action() {
+                        if let PrimaryAction::Send(frame) = a {
+                            p.link.send(&frame);
+                        }
+                    }
+                }
+                p.link.finish(Duration::from_secs(1));
+                return Ok(Ended::Stopped);
+            }
+        }
+        eprint!("\r\nftvm: stopped\r\n");
+        Ok(Ended::Stopped)
+    }
+}
+
+/// `ftvm primary`.
+pub fn primary(args: PrimaryArgs) -> Result<u8> {
+    let (cfg, paths, backends) = args.machine.build()?;
+    let identity = ftvm_replay::pair_identity(&cfg);
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    // The backup rebuilds the machine from this header (the power-on values
+    // are the primary's); disk contents are shared, not identified here.
+    let header = ftvm_replay::log_header(
+        &cfg,
+        paths.as_pairs(),
+        Vec::new(),
+        args.digest_interval,
+        created,
+    );
+    let mut config = args.ft.config(identity);
+    config.log_header = header.encode().context("cannot encode the log header")?;
+    let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm);
+    arbiter.check_generation(args.ft.generation)?;
+    let clock = Clock::new(0);
+    let core = Primary::new(config, clock.ms()).context("bad FT configuration")?;
+    let machine = Machine::new(&cfg).context("cannot build the machine")?;
+    let board = Board::default();
+    if let Some(addr) = args.ft.status {
+        let a = board.serve(addr)?;
+        eprintln!("ftvm: primary: status on {a}");
+    }
+    install_signal_handlers();
+    let (tx, rx) = mpsc::channel();
+    let report = Report {
+        vm: args.ft.vm.clone(),
+        started_as: Role::Primary.as_str().into(),
+        generation: args.ft.generation,
+        ..Report::default()
+    };
+    let mut live = Live::build(LiveSetup {
+        machine,
+        virtio: cfg.virtio.clone(),
+        backends,
+        console: args.console.clone(),
+        read_input: !args.no_input,
+        clock,
+        board,
+        report,
+        started: std::time::Instant::now(),
+        channel: (tx.clone(), rx),
+    })?;
+    live.pair = Some(Pairing {
+        core,
+        link: Link::new(tx),
+        arbiter,
+        backup: args.backup,
+        next_dial_ms: 0,
+        dial_warned: false,
+        handshaken: false,
+        last_drop: None,
+        held: VecDeque::new(),
+        next_output: 1,
+        digest_interval: args.digest_interval,
+        next_digest: args.digest_interval,
+        throttle_until: 0,
+    });
+    eprintln!(
+        "ftvm: primary: VM {:?} generation {}, streaming the log to {}",
+        args.ft.vm, args.ft.generation, args.backup
+    );
+    let ended = live.run()?;
+    if let Ended::Halted(reason) = &ended {
+        live.report.halted = Some(reason.to_string());
+    }
+    live.publish(true);
+    Ok(ended.exit_code())
+}
