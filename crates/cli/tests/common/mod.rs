@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -16,6 +18,11 @@ pub fn repo_root() -> PathBuf {
 /// The guest image directory: `$FTVM_GUEST_DIR`, or whatever `guest/build.sh`
 /// prints (it builds on first use, then answers from its cache).
 pub fn guest_dir() -> PathBuf {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(find_guest_dir).clone()
+}
+
+fn find_guest_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("FTVM_GUEST_DIR") {
         return PathBuf::from(d);
     }

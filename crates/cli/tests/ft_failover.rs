@@ -1,0 +1,576 @@
+//! End-to-end tests of a fault-tolerant pair: real `ftvm storage` (NBD disk
+//! and arbiter) in the storage namespace, `ftvm primary` on host 1 and
+//! `ftvm backup` on host 2 of the `scripts/netns.sh` lab, each with its own
+//! TAP device on the guest network, the guest's redis serving a client in
+//! its own namespace (`ftvm-loadgen`: one TCP connection, unique keys, every
+//! acknowledged key recorded), and real SIGKILLs.
+//!
+//! - `primary_killed_*`: SIGKILL the primary at different moments of the
+//!   load (every SET is a disk write: redis runs with `appendfsync always`;
+//!   one variant adds a bulk writer inside the guest). The client's single
+//!   connection must carry on, every acknowledged key must be readable
+//!   afterwards, and the arbiter must record exactly one win: the backup's.
+//! - `backup_killed_primary_goes_on_alone`: the primary wins the arbiter.
+//! - `cut_logging_link_leaves_exactly_one`: the logging link is cut while
+//!   both run: one halts (exit 4), the other serves.
+//! - `outputs_wait_for_the_backup`: with the backup frozen (SIGSTOP) the
+//!   guest's reply does not reach the client; it does once the backup runs
+//!   again — the output rule seen from the wire.
+//! - `pair_runs_on_qemu_nbd`: the disk served by `qemu-nbd` instead.
+//!
+//! They need root, `/dev/net/tun`, `redis-cli` and the guest image; without
+//! them they print a note and pass. Pairs boot one at a time.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+mod common;
+
+use common::guest_dir;
+use common::lab::*;
+
+const NBD: &str = "10.79.0.1:10809";
+const ARBITER: &str = "10.79.0.1:10810";
+const LOG_ADDR: &str = "10.78.0.2:7000";
+const STATUS: &str = "127.0.0.1:7100";
+const REDIS: &str = "10.77.0.2:6379";
+
+fn loadgen() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_ftvm"))
+        .parent()
+        .expect("target dir")
+        .join("ftvm-loadgen");
+    if !exe.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "ftvm-loadgen"])
+            .status()
+            .expect("build ftvm-loadgen");
+        assert!(st.success(), "cannot build ftvm-loadgen");
+    }
+    exe
+}
+
+/// How the disk is served.
+#[derive(Clone, Copy, PartialEq)]
+enum DiskServer {
+    Ftvm,
+    QemuNbd,
+}
+
+struct Pair {
+    net: TestNet,
+    dir: Scratch,
+    storage: Child,
+    qemu_nbd: Option<Child>,
+    primary: Option<Child>,
+    backup: Option<Child>,
+}
+
+fn in_ns(ns: &str, exe: &Path) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns]).arg(exe);
+    c
+}
+
+fn ftvm_in(ns: &str) -> Command {
+    in_ns(ns, Path::new(env!("CARGO_BIN_EXE_ftvm")))
+}
+
+fn log_file(dir: &Scratch, name: &str) -> Stdio {
+    Stdio::from(fs::File::create(dir.path(name)).expect("create log file"))
+}
+
+impl Pair {
+    /// Storage, backup and primary up; returns once redis answers.
+    fn start(index: u32, disk: DiskServer, append_extra: &str, failure_timeout_ms: u64) -> Pair {
+        let net = TestNet::up_with_hosts(index, 2);
+        let dir = Scratch::new(&format!("ft{index}"));
+        let st_dir = dir.path("storage");
+        fs::create_dir_all(&st_dir).expect("storage dir");
+        let nbd = match disk {
+            DiskServer::Ftvm => NBD.to_string(),
+            DiskServer::QemuNbd => "10.79.0.1:10811".to_string(),
+        };
+        let storage = ftvm_in(&net.ns("st"))
+            .args(["storage", "--dir"])
+            .arg(&st_dir)
+            .args([
+                "--nbd-listen",
+                NBD,
+                "--arbiter-listen",
+                ARBITER,
+                "--create",
+                "vm0=64M",
+            ])
+            .stdout(log_file(&dir, "storage.out"))
+            .stderr(log_file(&dir, "storage.log"))
+            .spawn()
+            .expect("start ftvm storage");
+        let mut qemu_nbd = None;
+        if disk == DiskServer::QemuNbd {
+            let img = dir.path("qemu-disk.img");
+            fs::File::create(&img)
+                .and_then(|f| f.set_len(64 << 20))
+                .expect("create disk");
+            qemu_nbd = Some(
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &net.ns("st"),
+                        "qemu-nbd",
+                        "-f",
+                        "raw",
+                        "-x",
+                        "vm0",
+                    ])
+                    .args(["-b", "10.79.0.1", "-p", "10811", "-t", "--cache=none"])
+                    .arg(&img)
+                    .stdout(log_file(&dir, "qemu-nbd.out"))
+                    .stderr(log_file(&dir, "qemu-nbd.log"))
+                    .spawn()
+                    .expect("start qemu-nbd"),
+            );
+        }
+        let mut pair = Pair {
+            net,
+            dir,
+            storage,
+            qemu_nbd,
+            primary: None,
+            backup: None,
+        };
+        pair.wait_storage();
+        let g = guest_dir();
+        let images = |c: &mut Command| {
+            c.arg("--bios")
+                .arg(g.join("fw_jump.bin"))
+                .arg("--kernel")
+                .arg(g.join("Image"))
+                .arg("--initrd")
+                .arg(g.join("initrd.cpio.gz"))
+                .args(["--drive", &format!("nbd://{nbd}/vm0"), "--net", "tap:tap0"])
+                .args(["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS])
+                .args(["--failure-timeout-ms", &failure_timeout_ms.to_string()])
+                .arg("--no-input");
+        };
+        let mut b = ftvm_in(&pair.net.ns("h2"));
+        b.args(["backup", "--listen", LOG_ADDR, "--console"])
+            .arg(format!(
+                "file:{}",
+                pair.dir.path("console-backup.txt").display()
+            ));
+        images(&mut b);
+        pair.backup = Some(
+            b.stdout(Stdio::null())
+                .stderr(log_file(&pair.dir, "backup.log"))
+                .spawn()
+                .expect("start the backup"),
+        );
+        let mut p = ftvm_in(&pair.net.ns("h1"));
+        p.args(["primary", "--backup", LOG_ADDR, "--console"])
+            .arg(format!(
+                "file:{}",
+                pair.dir.path("console-primary.txt").display()
+            ))
+            .args([
+                "--append",
+                &format!("console=ttyS0 ftvm.ip=10.77.0.2/24 ftvm.redis {append_extra}"),
+            ]);
+        images(&mut p);
+        pair.primary = Some(
+            p.stdout(Stdio::null())
+                .stderr(log_file(&pair.dir, "primary.log"))
+                .spawn()
+                .expect("start the primary"),
+        );
+        pair.ping(Duration::from_secs(300));
+        pair.wait_phase("h2", "following", Duration::from_secs(30));
+        pair
+    }
+
+    fn wait_storage(&mut self) {
+        let t = Instant::now();
+        loop {
+            let out = ftvm_in(&self.net.ns("h1"))
+                .args(["arbiter", "--arbiter", ARBITER, "query", "vm0"])
+                .output()
+                .expect("ftvm arbiter");
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "ftvm storage did not come up: {}",
+                self.dump()
+            );
+            sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Everything a failing test should show.
+    fn dump(&self) -> String {
+        let mut s = String::new();
+        for f in [
+            "primary.log",
+            "backup.log",
+            "storage.log",
+            "console-primary.txt",
+            "console-backup.txt",
+        ] {
+            let text = fs::read_to_string(self.dir.path(f)).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            s += &format!("\n--- {f} (last lines) ---\n");
+            for l in tail.iter().rev() {
+                s += l;
+                s += "\n";
+            }
+        }
+        s
+    }
+
+    fn ping(&self, timeout: Duration) {
+        let ok = in_ns(&self.net.ns("c"), &loadgen())
+            .args(["ping", "--addr", REDIS, "--timeout-ms"])
+            .arg(timeout.as_millis().to_string())
+            .status()
+            .expect("ftvm-loadgen ping");
+        assert!(ok.success(), "redis never answered: {}", self.dump());
+    }
+
+    fn status(&self, host: &str) -> Option<serde_json::Value> {
+        let out = ftvm_in(&self.net.ns(host))
+            .args(["status", "--json", STATUS])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn wait_phase(&self, host: &str, phase: &str, timeout: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            if let Some(s) = self.status(host) {
+                if s["phase"] == phase {
+                    return t.elapsed();
+                }
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "{host} never reached phase {phase}: {:?}{}",
+                self.status(host),
+                self.dump()
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill(child: &mut Option<Child>) {
+        if let Some(c) = child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn wait_exit(child: &mut Option<Child>, timeout: Duration) -> Option<ExitStatus> {
+        let c = child.as_mut()?;
+        let t = Instant::now();
+        while t.elapsed() < timeout {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The arbiter's wins for vm0, one per line.
+    fn arbiter_history(&self) -> Vec<String> {
+        let out = ftvm_in(&self.net.ns("h1"))
+            .args(["arbiter", "--arbiter", ARBITER, "history", "vm0"])
+            .output()
+            .expect("ftvm arbiter history");
+        assert!(out.status.success(), "arbiter history failed");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Starts a loadgen writer for `secs` seconds.
+    fn start_load(&self, tag: &str, secs: u32) -> Child {
+        in_ns(&self.net.ns("c"), &loadgen())
+            .args(["write", "--addr", REDIS, "--prefix", tag, "--duration"])
+            .arg(secs.to_string())
+            .arg("--acked-file")
+            .arg(self.dir.path(&format!("{tag}.acked")))
+            .arg("--report")
+            .arg(self.dir.path(&format!("{tag}.json")))
+            .stdout(Stdio::null())
+            .stderr(log_file(&self.dir, &format!("{tag}.log")))
+            .spawn()
+            .expect("start ftvm-loadgen")
+    }
+
+    /// Waits for the writer; checks its connection never broke and every
+    /// acknowledged key reads back. Returns the report.
+    fn finish_load(&self, tag: &str, mut load: Child) -> serde_json::Value {
+        let st = load.wait().expect("wait for ftvm-loadgen");
+        let report: serde_json::Value = serde_json::from_str(
+            &fs::read_to_string(self.dir.path(&format!("{tag}.json"))).unwrap_or_default(),
+        )
+        .unwrap_or_default();
+        assert!(
+            st.success() && report["connection_broken"] == false,
+            "the client's connection did not survive ({st}): {report}{}",
+            self.dump()
+        );
+        assert!(
+            report["ops_acked"].as_u64().unwrap_or(0) > 0,
+            "no write was acknowledged: {report}"
+        );
+        let out = in_ns(&self.net.ns("c"), &loadgen())
+            .args(["verify", "--addr", REDIS, "--prefix", tag, "--acked-file"])
+            .arg(self.dir.path(&format!("{tag}.acked")))
+            .output()
+            .expect("ftvm-loadgen verify");
+        assert!(
+            out.status.success(),
+            "acknowledged writes are missing: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            self.dump()
+        );
+        report
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.dump());
+        }
+        Pair::kill(&mut self.primary);
+        Pair::kill(&mut self.backup);
+        let _ = self.storage.kill();
+        let _ = self.storage.wait();
+        if let Some(q) = self.qemu_nbd.as_mut() {
+            let _ = q.kill();
+            let _ = q.wait();
+        }
+    }
+}
+
+fn possible(test: &str) -> bool {
+    if !network_tests_possible(test) {
+        return false;
+    }
+    if !guest_dir().join("Image").exists() {
+        eprintln!("note: skipping {test}: no guest image");
+        return false;
+    }
+    true
+}
+
+/// Kill the primary `kill_after` into a `secs`-second load; the backup takes
+/// over and the client sees nothing but a pause.
+fn primary_killed(index: u32, kill_after: Duration, append_extra: &str) {
+    let _vm = vm_lock();
+    let mut pair = Pair::start(index, DiskServer::Ftvm, append_extra, 500);
+    let load = pair.start_load("k", 12);
+    sleep(kill_after);
+    Pair::kill(&mut pair.primary);
+    let live_after = pair.wait_phase("h2", "live", Duration::from_secs(30));
+    eprintln!("backup seen live {live_after:?} after the kill");
+    let report = pair.finish_load("k", load);
+    eprintln!("load report: {report}");
+    let wins = pair.arbiter_history();
+    assert_eq!(wins.len(), 1, "expected exactly one go-live: {wins:?}");
+    assert!(
+        wins[0].contains("backup"),
+        "the backup should hold the VM: {wins:?}"
+    );
+    // The survivor keeps serving new writes.
+    let load = pair.start_load("after", 2);
+    pair.finish_load("after", load);
+}
+
+#[test]
+fn primary_killed_early_in_the_load() {
+    if possible("primary_killed_early_in_the_load") {
+        primary_killed(1, Duration::from_millis(1500), "");
+    }
+}
+
+#[test]
+fn primary_killed_late_in_the_load() {
+    if possible("primary_killed_late_in_the_load") {
+        primary_killed(2, Duration::from_secs(6), "");
+    }
+}
+
+#[test]
+fn primary_killed_during_bulk_disk_writes() {
+    if possible("primary_killed_during_bulk_disk_writes") {
+        // Inside the guest, a writer streams 64 KiB blocks to /data with
+        // fsync while redis serves the client.
+        primary_killed(
+            3,
+            Duration::from_secs(4),
+            "ftvm.run=\"(while true; do dd if=/dev/zero of=/data/bulk bs=64k count=64 conv=fsync 2>/dev/null; done) &\"",
+        );
+    }
+}
+
+#[test]
+fn backup_killed_primary_goes_on_alone() {
+    if !possible("backup_killed_primary_goes_on_alone") {
+        return;
+    }
+    let _vm = vm_lock();
+    let mut pair = Pair::start(4, DiskServer::Ftvm, "", 500);
+    let load = pair.start_load("k", 8);
+    sleep(Duration::from_secs(3));
+    Pair::kill(&mut pair.backup);
+    pair.wait_phase("h1", "alone", Duration::from_secs(30));
+    pair.finish_load("k", load);
+    let wins = pair.arbiter_history();
+    assert_eq!(wins.len(), 1, "expected exactly one win: {wins:?}");
+    assert!(wins[0].contains("primary"), "{wins:?}");
+}
+
+#[test]
+fn cut_logging_link_leaves_exactly_one() {
+    if !possible("cut_logging_link_leaves_exactly_one") {
+        return;
+    }
+    let _vm = vm_lock();
+    let mut pair = Pair::start(5, DiskServer::Ftvm, "", 500);
+    let out = Command::new(repo_root_path().join("scripts/netns.sh"))
+        .args(["cut-log", &pair.net.prefix])
+        .output()
+        .expect("netns.sh cut-log");
+    assert!(out.status.success(), "cut-log failed");
+    // One of them wins the arbiter; the other halts with status 4.
+    let t = Instant::now();
+    let halted = loop {
+        if let Some(st) = Pair::wait_exit(&mut pair.primary, Duration::from_millis(100)) {
+            break ("primary", st);
+        }
+        if let Some(st) = Pair::wait_exit(&mut pair.backup, Duration::from_millis(100)) {
+            break ("backup", st);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "neither side halted after the logging link was cut{}",
+            pair.dump()
+        );
+    };
+    assert_eq!(
+        halted.1.code(),
+        Some(4),
+        "{} exited with {}",
+        halted.0,
+        halted.1
+    );
+    let survivor = if halted.0 == "primary" { "h2" } else { "h1" };
+    let phase = if halted.0 == "primary" {
+        "live"
+    } else {
+        "alone"
+    };
+    pair.wait_phase(survivor, phase, Duration::from_secs(30));
+    // The survivor is still running a few seconds later and serves clients.
+    sleep(Duration::from_secs(2));
+    let other = if halted.0 == "primary" {
+        &mut pair.backup
+    } else {
+        &mut pair.primary
+    };
+    assert!(
+        Pair::wait_exit(other, Duration::from_millis(10)).is_none(),
+        "both sides stopped{}",
+        pair.dump()
+    );
+    let load = pair.start_load("k", 2);
+    pair.finish_load("k", load);
+    let wins = pair.arbiter_history();
+    assert_eq!(wins.len(), 1, "expected exactly one win: {wins:?}");
+}
+
+#[test]
+fn outputs_wait_for_the_backup() {
+    if !possible("outputs_wait_for_the_backup") {
+        return;
+    }
+    let _vm = vm_lock();
+    // A long failure timeout, so freezing the backup is not a failure.
+    let pair = Pair::start(6, DiskServer::Ftvm, "", 10_000);
+    let backup_pid = pair.backup.as_ref().expect("backup").id() as i32;
+    let ping = |pair: &Pair| {
+        in_ns(&pair.net.ns("c"), &loadgen())
+            .args(["ping", "--addr", REDIS, "--timeout-ms", "20000"])
+            .spawn()
+            .expect("ftvm-loadgen ping")
+    };
+    // Unfrozen: an answer within a second.
+    let t = Instant::now();
+    let st = ping(&pair).wait().expect("ping");
+    assert!(st.success());
+    let normal = t.elapsed();
+    assert!(normal < Duration::from_secs(2), "PING took {normal:?}");
+    // Frozen backup: the guest executes the request and produces the reply,
+    // but the primary holds it until the backup acknowledges the log entry
+    // after it; it reaches the client only after SIGCONT.
+    // SAFETY: kill(2) with a child's pid and a valid signal.
+    unsafe { libc::kill(backup_pid, libc::SIGSTOP) };
+    let t = Instant::now();
+    let mut p = ping(&pair);
+    sleep(Duration::from_secs(3));
+    let early = p.try_wait().expect("try_wait");
+    let resumed = t.elapsed();
+    // SAFETY: as above.
+    unsafe { libc::kill(backup_pid, libc::SIGCONT) };
+    assert!(
+        early.is_none(),
+        "the reply reached the client while the backup was frozen{}",
+        pair.dump()
+    );
+    let st = p.wait().expect("ping");
+    let answered = t.elapsed();
+    assert!(st.success(), "no answer after the backup resumed");
+    assert!(
+        answered >= resumed,
+        "answered {answered:?}, resumed {resumed:?}"
+    );
+    eprintln!("normal PING {normal:?}; with the backup frozen for {resumed:?}: {answered:?}");
+    let s = pair.status("h1").expect("primary status");
+    assert_eq!(s["phase"], "paired", "{s}");
+}
+
+#[test]
+fn pair_runs_on_qemu_nbd() {
+    if !possible("pair_runs_on_qemu_nbd") {
+        return;
+    }
+    if !Path::new("/usr/bin/qemu-nbd").exists() {
+        eprintln!("note: skipping pair_runs_on_qemu_nbd: qemu-nbd is not installed (qemu-utils)");
+        return;
+    }
+    let _vm = vm_lock();
+    let mut pair = Pair::start(7, DiskServer::QemuNbd, "", 500);
+    let load = pair.start_load("k", 8);
+    sleep(Duration::from_secs(3));
+    Pair::kill(&mut pair.primary);
+    pair.wait_phase("h2", "live", Duration::from_secs(30));
+    pair.finish_load("k", load);
+}
+
+fn repo_root_path() -> PathBuf {
+    common::repo_root()
+}
