@@ -1,6 +1,7 @@
 //! `ftvm`: the command line. Parses arguments, turns errors into one clear
 //! line and an exit status, and hands each subcommand to its module.
 
+mod arbiter_cmd;
 mod console;
 mod devices;
 mod driver;
@@ -9,6 +10,7 @@ mod guest;
 mod machine_args;
 mod replay;
 mod run;
+mod storage_cmd;
 
 use std::process::ExitCode;
 
@@ -36,6 +38,10 @@ enum Command {
     Record(run::RecordArgs),
     /// Re-execute a recorded log without host I/O and check it matches.
     Replay(replay::ReplayArgs),
+    /// Serve disk images over NBD and the arbiter (the shared storage host).
+    Storage(storage_cmd::StorageArgs),
+    /// Query or advance the arbiter of a running `ftvm storage`.
+    Arbiter(arbiter_cmd::ArbiterArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +57,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Record(args) => run::record(args),
         Command::Replay(args) => replay::replay(args),
+        Command::Storage(args) => storage_cmd::storage(args),
+        Command::Arbiter(args) => arbiter_cmd::arbiter(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
