@@ -1,48 +1,236 @@
 //! virtio devices on the command line (`--drive`, `--net`, `--no-rng`) and
-//! the host backends that serve them: raw disk images, TAP devices (each
-//! with a reader thread feeding the driver) and the host entropy source.
-//! Slots are assigned in a fixed order: drives, then network cards, then
-//! the RNG, so the first drive is always `/dev/vda`.
+//! the host backends that serve them: disks (a raw image file, or an export
+//! of an NBD server such as `ftvm storage` or `qemu-nbd`, both behind the
+//! [`DiskBackend`] trait), TAP devices (each with a reader thread feeding
+//! the driver) and the host entropy source. Slots are assigned in a fixed
+//! order: drives, then network cards, then the RNG, so the first drive is
+//! always `/dev/vda`.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::thread;
 
 use anyhow::{bail, Context, Result};
-use ftvm_host::{DiskImage, TapDevice, TapStopper};
+use ftvm_host::{DiskImage, HostError, TapDevice, TapStopper};
 use ftvm_machine::{BlkOp, DeviceConfig, Input, Slot};
+use ftvm_storage::{NbdClient, NbdClientOptions, NbdError};
 
 use crate::events::HostEvent;
 
-/// `--drive file=PATH[,readonly]` (a bare PATH also works).
+/// The NBD port when `nbd://HOST/EXPORT` names none (the IANA-assigned one).
+pub const NBD_DEFAULT_PORT: u16 = 10809;
+
+/// Where a drive's bytes live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriveSource {
+    /// A raw image file (or block device) on this host.
+    File(PathBuf),
+    /// An export of an NBD server (`ftvm storage`, `qemu-nbd`, ...). The
+    /// empty name asks for the server's default export.
+    Nbd { addr: SocketAddr, export: String },
+}
+
+impl fmt::Display for DriveSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DriveSource::File(p) => write!(f, "{}", p.display()),
+            DriveSource::Nbd { addr, export } => write!(f, "nbd://{addr}/{export}"),
+        }
+    }
+}
+
+/// `--drive file=PATH[,readonly]` (a bare PATH also works) or
+/// `--drive nbd://HOST[:PORT]/EXPORT[,readonly]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DriveSpec {
-    pub path: PathBuf,
+    pub source: DriveSource,
     pub read_only: bool,
+}
+
+/// Parses the `HOST[:PORT]/EXPORT` after `nbd://`. A host name is resolved
+/// here (the first address wins), so a typo fails before anything starts.
+fn parse_nbd_url(rest: &str) -> Result<DriveSource, String> {
+    let (authority, export) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.is_empty() {
+        return Err(format!(
+            "nbd://{rest}: no server address (expected nbd://HOST[:PORT]/EXPORT)"
+        ));
+    }
+    if export.contains('/') || export.chars().any(char::is_control) {
+        return Err(format!(
+            "nbd://{rest}: {export:?} is not a valid export name"
+        ));
+    }
+    let addr =
+        resolve_addr(authority, NBD_DEFAULT_PORT).map_err(|e| format!("nbd://{rest}: {e}"))?;
+    Ok(DriveSource::Nbd {
+        addr,
+        export: export.to_string(),
+    })
+}
+
+/// `HOST:PORT`, `[V6]:PORT`, or a bare `HOST` / `[V6]` with `default_port`;
+/// host names are looked up.
+pub fn resolve_addr(s: &str, default_port: u16) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, default_port));
+    }
+    let has_port = if s.starts_with('[') {
+        s.contains("]:")
+    } else {
+        s.matches(':').count() == 1
+    };
+    let with_port = if has_port {
+        s.to_string()
+    } else {
+        format!("{s}:{default_port}")
+    };
+    match with_port.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{s:?} resolves to no address")),
+        Err(e) => Err(format!("bad address {s:?}: {e}")),
+    }
 }
 
 impl std::str::FromStr for DriveSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let mut path = None;
+        let mut source = None;
         let mut read_only = false;
         for part in s.split(',') {
+            let set = |source: &mut Option<DriveSource>, new: DriveSource| {
+                if source.is_some() {
+                    return Err(format!(
+                        "--drive {s:?} names more than one source (give file=PATH or nbd://HOST:PORT/EXPORT)"
+                    ));
+                }
+                *source = Some(new);
+                Ok(())
+            };
+            if let Some(rest) = part.strip_prefix("nbd://") {
+                set(&mut source, parse_nbd_url(rest)?)?;
+                continue;
+            }
             match part.split_once('=') {
-                Some(("file", p)) => path = Some(PathBuf::from(p)),
+                Some(("file", p)) => set(&mut source, DriveSource::File(PathBuf::from(p)))?,
                 Some(("readonly", v)) => read_only = matches!(v, "on" | "true" | "yes" | "1"),
                 None if part == "readonly" || part == "ro" => read_only = true,
-                None if path.is_none() && !part.is_empty() => path = Some(PathBuf::from(part)),
+                None if source.is_none() && !part.is_empty() => {
+                    set(&mut source, DriveSource::File(PathBuf::from(part)))?
+                }
                 _ => {
                     return Err(format!(
-                        "unknown drive option {part:?} (expected file=PATH[,readonly])"
+                        "unknown drive option {part:?} (expected file=PATH[,readonly] or nbd://HOST:PORT/EXPORT[,readonly])"
                     ))
                 }
             }
         }
-        let path = path.ok_or("--drive needs file=PATH")?;
-        Ok(DriveSpec { path, read_only })
+        let source = source.ok_or("--drive needs file=PATH or nbd://HOST:PORT/EXPORT")?;
+        Ok(DriveSpec { source, read_only })
     }
+}
+
+/// A failed disk operation of a [`DiskBackend`].
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    File(#[from] HostError),
+    #[error(transparent)]
+    Nbd(#[from] NbdError),
+}
+
+/// What serves a virtio-blk device: a byte-addressed disk of fixed size.
+/// Implementations bounds-check every request and are shared with the disk
+/// worker thread. A write with `fua` (and everything before a successful
+/// `flush`) must be durable when the call returns.
+pub trait DiskBackend: Send + Sync {
+    /// Size in bytes (a multiple of 512).
+    fn size(&self) -> u64;
+    /// Reads `len` bytes at `offset`.
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, DiskError>;
+    /// Writes `data` at `offset`; with `fua`, durably.
+    fn write_at(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError>;
+    /// Makes every completed write durable.
+    fn flush(&self) -> Result<(), DiskError>;
+    /// Drops the contents of a range (reads may then return zeros); a hint
+    /// that a backend may ignore.
+    fn discard(&self, offset: u64, len: u64) -> Result<(), DiskError>;
+}
+
+impl DiskBackend for DiskImage {
+    fn size(&self) -> u64 {
+        DiskImage::size(self)
+    }
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        Ok(DiskImage::read_at(self, offset, len)?)
+    }
+    fn write_at(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
+        Ok(DiskImage::write_at(self, offset, data, fua)?)
+    }
+    fn flush(&self) -> Result<(), DiskError> {
+        Ok(DiskImage::flush(self)?)
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<(), DiskError> {
+        Ok(DiskImage::discard(self, offset, len)?)
+    }
+}
+
+/// An NBD export. The client reconnects and re-sends on its own, for as
+/// long as it takes (see [`open_nbd`]), so a call blocks while the server
+/// is away instead of failing. FUA is passed through; `ftvm storage` makes
+/// every write durable before acknowledging it anyway.
+impl DiskBackend for NbdClient {
+    fn size(&self) -> u64 {
+        NbdClient::size(self)
+    }
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, DiskError> {
+        let mut buf = vec![0u8; len];
+        NbdClient::read_at(self, offset, &mut buf)?;
+        Ok(buf)
+    }
+    fn write_at(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
+        Ok(NbdClient::write_at(self, offset, data, fua)?)
+    }
+    fn flush(&self) -> Result<(), DiskError> {
+        Ok(NbdClient::flush(self)?)
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<(), DiskError> {
+        // A server without TRIM makes this a no-op inside the client.
+        Ok(NbdClient::trim(self, offset, len)?)
+    }
+}
+
+/// Connects to an NBD export now — an unreachable server or a missing
+/// export is an error here — and from then on retries forever: once the
+/// machine runs, disk I/O waits for a storage server that went away and
+/// resumes when it is back, rather than failing in the guest.
+fn open_nbd(addr: SocketAddr, export: &str) -> Result<NbdClient> {
+    let opts = NbdClientOptions {
+        retry_for: None,
+        ..NbdClientOptions::default()
+    };
+    // The message already names its cause; keeping the chain would repeat it.
+    let client = NbdClient::connect_with(addr, export, opts).map_err(|e| match e {
+        NbdError::Io { .. } => {
+            anyhow::anyhow!("{e} (is the NBD server running and listening there?)")
+        }
+        e => anyhow::anyhow!("{e}"),
+    })?;
+    let size = client.size();
+    if size == 0 || size % ftvm_host::disk::SECTOR != 0 {
+        bail!(
+            "NBD export {export:?} on {addr} is {size} bytes; a disk must be a non-zero multiple of {} bytes",
+            ftvm_host::disk::SECTOR
+        );
+    }
+    Ok(client)
 }
 
 /// `--net tap:NAME[,mac=52:54:00:12:34:56]`.
@@ -154,7 +342,7 @@ fn open_tap(name: &str) -> Result<TapDevice> {
 
 /// The virtio device list for the machine config, and what serves each slot.
 pub struct Backends {
-    pub disks: BTreeMap<Slot, DiskImage>,
+    pub disks: BTreeMap<Slot, Box<dyn DiskBackend>>,
     pub nets: BTreeMap<Slot, Box<dyn NetBackend>>,
     stoppers: Vec<TapStopper>,
     /// Block requests for the disk worker thread, once started.
@@ -184,11 +372,23 @@ pub fn open(
         disk_queue: None,
     };
     for d in drives {
-        let disk = DiskImage::open(&d.path, d.read_only)
-            .with_context(|| format!("drive {}", d.path.display()))?;
+        let (disk, read_only): (Box<dyn DiskBackend>, bool) = match &d.source {
+            DriveSource::File(path) => {
+                let img = DiskImage::open(path, d.read_only)
+                    .with_context(|| format!("drive {}", path.display()))?;
+                (Box::new(img), d.read_only)
+            }
+            DriveSource::Nbd { addr, export } => {
+                let client =
+                    open_nbd(*addr, export).with_context(|| format!("drive {}", d.source))?;
+                // A read-only export is a read-only disk, whatever was asked.
+                let ro = d.read_only || client.is_read_only();
+                (Box::new(client), ro)
+            }
+        };
         cfgs.push(DeviceConfig::Blk {
             capacity_bytes: disk.size(),
-            read_only: d.read_only,
+            read_only,
         });
         b.disks.insert((cfgs.len() - 1) as Slot, disk);
     }
@@ -261,7 +461,7 @@ impl Backends {
 }
 
 /// Serves one block request; returns the completion input.
-fn block(disks: &BTreeMap<Slot, DiskImage>, slot: Slot, id: u64, op: &BlkOp) -> Input {
+fn block(disks: &BTreeMap<Slot, Box<dyn DiskBackend>>, slot: Slot, id: u64, op: &BlkOp) -> Input {
     {
         let (status, data) = match disks.get(&slot) {
             None => (1, Vec::new()),
@@ -320,15 +520,53 @@ mod tests {
     #[test]
     fn parses_drive_and_net_specs() {
         let d: DriveSpec = "file=/tmp/x.img,readonly".parse().unwrap();
-        assert_eq!(d.path, PathBuf::from("/tmp/x.img"));
+        assert_eq!(d.source, DriveSource::File(PathBuf::from("/tmp/x.img")));
         assert!(d.read_only);
         let d: DriveSpec = "/tmp/y.img".parse().unwrap();
         assert!(!d.read_only);
         assert!("file=a,bogus=1".parse::<DriveSpec>().is_err());
+        assert!("file=a,file=b".parse::<DriveSpec>().is_err());
         let n: NetSpec = "tap:tap0,mac=02:00:00:00:00:01".parse().unwrap();
         assert_eq!(n.tap, "tap0");
         assert_eq!(n.mac, [2, 0, 0, 0, 0, 1]);
         assert!("user".parse::<NetSpec>().is_err());
         assert!("tap:t,mac=01:00:00:00:00:00".parse::<NetSpec>().is_err());
+    }
+
+    #[test]
+    fn parses_nbd_drives() {
+        let d: DriveSpec = "nbd://127.0.0.1:10900/vm1-disk0,readonly".parse().unwrap();
+        assert_eq!(
+            d.source,
+            DriveSource::Nbd {
+                addr: "127.0.0.1:10900".parse().unwrap(),
+                export: "vm1-disk0".into()
+            }
+        );
+        assert!(d.read_only);
+        let d: DriveSpec = "nbd://127.0.0.1/disk".parse().unwrap();
+        assert_eq!(
+            d.source,
+            DriveSource::Nbd {
+                addr: "127.0.0.1:10809".parse().unwrap(),
+                export: "disk".into()
+            }
+        );
+        assert!(!d.read_only);
+        assert_eq!(d.source.to_string(), "nbd://127.0.0.1:10809/disk");
+        let d: DriveSpec = "nbd://[::1]:7000".parse().unwrap();
+        assert_eq!(
+            d.source,
+            DriveSource::Nbd {
+                addr: "[::1]:7000".parse().unwrap(),
+                export: String::new()
+            }
+        );
+        let d: DriveSpec = "nbd://localhost:7000/x".parse().unwrap();
+        assert!(matches!(d.source, DriveSource::Nbd { addr, .. } if addr.port() == 7000));
+        assert!("nbd:///x".parse::<DriveSpec>().is_err());
+        assert!("nbd://127.0.0.1:99999/x".parse::<DriveSpec>().is_err());
+        assert!("nbd://127.0.0.1:1/a/b".parse::<DriveSpec>().is_err());
+        assert!("nbd://127.0.0.1:1/x,file=y".parse::<DriveSpec>().is_err());
     }
 }

@@ -36,8 +36,15 @@ pub struct MachineArgs {
     /// Paging mode advertised in the device tree.
     #[arg(long, value_parser = ["sv39", "sv48"], default_value = "sv48")]
     pub mmu: String,
-    /// A raw disk image as a virtio-blk device (repeatable; the first is /dev/vda).
-    #[arg(long = "drive", value_name = "file=PATH[,readonly]")]
+    /// A virtio-blk disk (repeatable; the first is /dev/vda): a raw image
+    /// file, or an export of an NBD server such as `ftvm storage` or
+    /// qemu-nbd (PORT defaults to 10809; the empty EXPORT is the server's
+    /// default). An NBD server must answer at start; if it goes away later,
+    /// disk I/O waits for it to come back.
+    #[arg(
+        long = "drive",
+        value_name = "file=PATH[,readonly] | nbd://HOST[:PORT]/EXPORT[,readonly]"
+    )]
     pub drives: Vec<DriveSpec>,
     /// A virtio-net card backed by a host TAP device (repeatable).
     #[arg(long = "net", value_name = "tap:NAME[,mac=MAC]")]

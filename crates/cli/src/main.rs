@@ -1,6 +1,7 @@
 //! `ftvm`: the command line. Parses arguments, turns errors into one clear
 //! line and an exit status, and hands each subcommand to its module.
 
+mod arbiter_cmd;
 mod console;
 mod devices;
 mod driver;
@@ -10,6 +11,7 @@ mod guest;
 mod machine_args;
 mod replay;
 mod run;
+mod storage_cmd;
 
 use std::process::ExitCode;
 
@@ -44,6 +46,10 @@ enum Command {
     Backup(ft::backup::BackupArgs),
     /// Show the status of an `ftvm primary` or `ftvm backup` (its --status address).
     Status(ft::status::StatusArgs),
+    /// Serve disk images over NBD and the arbiter (the shared storage host).
+    Storage(storage_cmd::StorageArgs),
+    /// Query or advance the arbiter of a running `ftvm storage`.
+    Arbiter(arbiter_cmd::ArbiterArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,8 @@ fn main() -> ExitCode {
         Command::Primary(args) => ft::primary::primary(args),
         Command::Backup(args) => ft::backup::backup(args),
         Command::Status(args) => ft::status::status(args),
+        Command::Storage(args) => storage_cmd::storage(args),
+        Command::Arbiter(args) => arbiter_cmd::arbiter(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -13,6 +13,7 @@ use ftvm_machine::Machine;
 use ftvm_replay::Recorder;
 
 use crate::console::ConsoleTarget;
+use crate::devices::DriveSource;
 use crate::driver::{self, Driver, Options};
 use crate::machine_args::MachineArgs;
 
@@ -85,22 +86,34 @@ pub fn record(args: RecordArgs) -> Result<u8> {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     // The disks' contents at the start identify the run too (replay itself
-    // never reads them: every read is in the log).
+    // never reads them: every read is in the log). An NBD disk is not hashed
+    // — reading a whole remote export at start is slow and its contents can
+    // change under us anyway — so the header then does not identify it.
     let mut disks = Vec::new();
     for (i, d) in args.run.machine.drives.iter().enumerate() {
-        if d.path
+        let path = match &d.source {
+            DriveSource::File(path) => path,
+            DriveSource::Nbd { .. } => {
+                eprintln!(
+                    "ftvm: drive {} is not hashed: the log header does not identify its contents",
+                    d.source
+                );
+                continue;
+            }
+        };
+        if path
             .metadata()
             .map(|m| m.len() > (1 << 30))
             .unwrap_or(false)
         {
             eprintln!(
                 "ftvm: hashing disk image {} for the log header...",
-                d.path.display()
+                path.display()
             );
         }
         disks.push(
-            ftvm_replay::file_image_id(&format!("disk{i}"), &d.path)
-                .with_context(|| format!("cannot read disk image {}", d.path.display()))?,
+            ftvm_replay::file_image_id(&format!("disk{i}"), path)
+                .with_context(|| format!("cannot read disk image {}", path.display()))?,
         );
     }
     let header =
