@@ -410,6 +410,42 @@ pub fn open(
     Ok((cfgs, b))
 }
 
+/// The device configs [`open`] would return, without keeping anything
+/// open: what a backup needs to build its machine while the primary holds
+/// the devices. Image files are checked and sized (not locked: the primary
+/// has them), NBD exports and TAP devices are opened once and closed again.
+pub fn probe(drives: &[DriveSpec], nets: &[NetSpec], rng: bool) -> Result<Vec<DeviceConfig>> {
+    let mut cfgs = Vec::new();
+    for d in drives {
+        let capacity_bytes = match &d.source {
+            DriveSource::File(path) => {
+                let meta = std::fs::metadata(path).with_context(|| {
+                    format!("drive {}: cannot access the image", path.display())
+                })?;
+                if !meta.is_file() {
+                    bail!("drive {}: not a regular file", path.display());
+                }
+                meta.len()
+            }
+            DriveSource::Nbd { addr, export } => open_nbd(*addr, export)
+                .with_context(|| format!("drive {}", d.source))?
+                .size(),
+        };
+        cfgs.push(DeviceConfig::Blk {
+            capacity_bytes,
+            read_only: d.read_only,
+        });
+    }
+    for n in nets {
+        drop(open_tap(&n.tap).with_context(|| format!("network backend tap:{}", n.tap))?);
+        cfgs.push(DeviceConfig::Net { mac: n.mac });
+    }
+    if rng {
+        cfgs.push(DeviceConfig::Rng);
+    }
+    Ok(cfgs)
+}
+
 impl Backends {
     /// Starts a reader per network backend, forwarding frames to `tx`.
     pub fn start_readers(&mut self, tx: &Sender<HostEvent>) -> Result<()> {

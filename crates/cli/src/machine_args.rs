@@ -127,6 +127,22 @@ impl MachineArgs {
     /// Builds the machine config (reading every image) and opens the device
     /// backends. Power-on values (RNG seed, wall clock) come from the host.
     pub fn build(&self) -> Result<(MachineConfig, ImagePaths, Backends)> {
+        let (virtio, backends) = devices::open(&self.drives, &self.nets, !self.no_rng)?;
+        let (cfg, paths) = self.config(virtio)?;
+        Ok((cfg, paths, backends))
+    }
+
+    /// Like [`build`](Self::build), but only probes the devices (see
+    /// [`devices::probe`]): a backup's machine, whose devices the primary holds.
+    pub fn build_probed(&self) -> Result<(MachineConfig, ImagePaths)> {
+        let virtio = devices::probe(&self.drives, &self.nets, !self.no_rng)?;
+        self.config(virtio)
+    }
+
+    fn config(
+        &self,
+        virtio: Vec<ftvm_machine::DeviceConfig>,
+    ) -> Result<(MachineConfig, ImagePaths)> {
         let ram_size = console::parse_size(&self.memory)?;
         let paths = self.image_paths()?;
         let kernel = read_file("kernel", &paths.kernel)?;
@@ -140,7 +156,6 @@ impl MachineArgs {
             .as_ref()
             .map(|p| read_file("initrd", p))
             .transpose()?;
-        let (virtio, backends) = devices::open(&self.drives, &self.nets, !self.no_rng)?;
         let mut cfg = MachineConfig::new(ram_size, kernel);
         cfg.bios = bios;
         cfg.initrd = initrd;
@@ -156,6 +171,6 @@ impl MachineArgs {
             MmuType::Sv48
         };
         cfg.virtio = virtio;
-        Ok((cfg, paths, backends))
+        Ok((cfg, paths))
     }
 }

@@ -489,11 +489,11 @@ impl BackupDriver {
 /// `ftvm backup`.
 pub fn backup(args: BackupArgs) -> Result<u8> {
     // Building the machine here checks the images and that every drive and
-    // TAP device can be opened; they are then closed again (a TAP with no
-    // reader has no carrier, so the bridge sends the guest's traffic only to
-    // the primary) and reopened when going live.
-    let (own, _paths, backends) = args.machine.build()?;
-    drop(backends);
+    // TAP device can be opened; nothing stays open (a TAP with no reader has
+    // no carrier, so the bridge sends the guest's traffic only to the
+    // primary; image files are the primary's). They are opened for real
+    // when going live.
+    let (own, _paths) = args.machine.build_probed()?;
     let identity = ftvm_replay::pair_identity(&own);
     let mut config = args.ft.config(identity);
     // With no machine before the primary's Hello there is nothing to take
