@@ -170,8 +170,8 @@ fn write_command(args: WriteArgs) -> ExitCode {
     match result {
         Ok(report) => {
             eprintln!(
-                "ftvm-loadgen: {:?}: {} acked in {:.1}s ({:.0} ops/s), max gap {:.1} ms{}",
-                report.stop_reason,
+                "ftvm-loadgen: stopped ({}): {} acked in {:.1}s ({:.0} ops/s), max gap {:.1} ms{}",
+                report.stop_reason.name(),
                 report.ops_acked,
                 report.duration_s,
                 report.throughput_ops_s,

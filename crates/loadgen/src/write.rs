@@ -7,7 +7,7 @@
 //! `--duration` has passed, the `--until-file` appears (outstanding requests
 //! are answered first), or on SIGINT/SIGTERM (immediately; outstanding
 //! requests are reported as unacknowledged). It fails — exit status 2 — when
-//! the connection breaks, a reply takes longer than `--op-timeout-ms`, the
+//! the connection breaks, a reply takes longer than `--op-timeout-ms`, or the
 //! server sends something that is not RESP or not `+OK`. Either way a report
 //! is written, and the acked file is complete up to the last `+OK`.
 //!
@@ -83,6 +83,19 @@ pub enum StopReason {
     Failure,
 }
 
+impl StopReason {
+    /// The name the report uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Count => "count",
+            StopReason::Duration => "duration",
+            StopReason::UntilFile => "until_file",
+            StopReason::Signal => "signal",
+            StopReason::Failure => "failure",
+        }
+    }
+}
+
 /// What went wrong when a run fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -143,6 +156,10 @@ pub struct WriteReport {
     pub top_gaps: Vec<GapReport>,
     /// Seconds since the start of the last `+OK`.
     pub last_ack_s: Option<f64>,
+    /// The run failed because the connection stopped working (closed, reset,
+    /// reply timeout, or a stream that is no longer RESP). False when the
+    /// run ended cleanly, and when the server answered a SET with an error
+    /// (`failure: "bad_reply"`), which also fails the run.
     pub connection_broken: bool,
     pub failure: Option<FailureKind>,
     pub error: Option<String>,
