@@ -59,7 +59,8 @@ fn parse_nbd_url(rest: &str) -> Result<DriveSource, String> {
             "nbd://{rest}: no server address (expected nbd://HOST[:PORT]/EXPORT)"
         ));
     }
-    if export.contains('/') || export.chars().any(char::is_control) {
+    // Like qemu's nbd:// URIs, everything after the first `/` is the name.
+    if export.chars().any(char::is_control) {
         return Err(format!(
             "nbd://{rest}: {export:?} is not a valid export name"
         ));
@@ -105,8 +106,11 @@ impl std::str::FromStr for DriveSpec {
         let mut source = None;
         let mut read_only = false;
         for part in s.split(',') {
+            // A repeated file= replaces the earlier one (as it always did);
+            // an NBD source never mixes with another.
             let set = |source: &mut Option<DriveSource>, new: DriveSource| {
-                if source.is_some() {
+                let file = matches!(new, DriveSource::File(_));
+                if matches!(source, Some(DriveSource::Nbd { .. })) || (!file && source.is_some()) {
                     return Err(format!(
                         "--drive {s:?} names more than one source (give file=PATH or nbd://HOST:PORT/EXPORT)"
                     ));
@@ -561,7 +565,8 @@ mod tests {
         let d: DriveSpec = "/tmp/y.img".parse().unwrap();
         assert!(!d.read_only);
         assert!("file=a,bogus=1".parse::<DriveSpec>().is_err());
-        assert!("file=a,file=b".parse::<DriveSpec>().is_err());
+        let d: DriveSpec = "file=a,file=b".parse().unwrap();
+        assert_eq!(d.source, DriveSource::File(PathBuf::from("b")));
         let n: NetSpec = "tap:tap0,mac=02:00:00:00:00:01".parse().unwrap();
         assert_eq!(n.tap, "tap0");
         assert_eq!(n.mac, [2, 0, 0, 0, 0, 1]);
@@ -602,7 +607,9 @@ mod tests {
         assert!(matches!(d.source, DriveSource::Nbd { addr, .. } if addr.port() == 7000));
         assert!("nbd:///x".parse::<DriveSpec>().is_err());
         assert!("nbd://127.0.0.1:99999/x".parse::<DriveSpec>().is_err());
-        assert!("nbd://127.0.0.1:1/a/b".parse::<DriveSpec>().is_err());
+        let d: DriveSpec = "nbd://127.0.0.1:1/a/b".parse().unwrap();
+        assert!(matches!(d.source, DriveSource::Nbd { export, .. } if export == "a/b"));
+        assert!("file=y,nbd://127.0.0.1:1/x".parse::<DriveSpec>().is_err());
         assert!("nbd://127.0.0.1:1/x,file=y".parse::<DriveSpec>().is_err());
     }
 }

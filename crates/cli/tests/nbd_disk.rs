@@ -660,7 +660,7 @@ fn guest_dd_survives_storage_sigkill() {
     let (nbd, arb) = (srv.nbd, srv.arbiter);
     let mut g = Guest::spawn(&guest_run_args(&guest, &format!("nbd://{nbd}/vm1")));
     g.wait_for_shell();
-    let src = g.sh("dd if=/dev/urandom of=/tmp/src bs=64k count=16 2>/dev/null; md5sum </tmp/src");
+    let src = g.sh("dd if=/dev/urandom of=/tmp/src bs=64k count=8 2>/dev/null; md5sum </tmp/src");
     let md5 = src
         .split_whitespace()
         .next()
@@ -669,7 +669,7 @@ fn guest_dd_survives_storage_sigkill() {
     assert_eq!(md5.len(), 32, "{src}");
 
     // Many synced writes in a row, so the kill lands in the middle of them.
-    const ROUNDS: u32 = 24;
+    const ROUNDS: u32 = 48;
     g.send(&format!(
         "i=0; while [ $i -lt {ROUNDS} ]; do dd if=/tmp/src of=/data/f$i bs=64k conv=fsync 2>/dev/null || echo DD'-'FAILED-$i; echo wrote-$i; i=$((i+1)); done; echo LOOP'-'DONE"
     ));
