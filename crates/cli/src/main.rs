@@ -3,6 +3,7 @@
 
 mod arbiter_cmd;
 mod console;
+mod demo;
 mod devices;
 mod driver;
 mod events;
@@ -44,6 +45,9 @@ enum Command {
     Primary(ft::primary::PrimaryArgs),
     /// Follow a primary by re-executing its log; take over when it dies.
     Backup(ft::backup::BackupArgs),
+    /// A fault-tolerant redis on this machine: storage, primary and backup
+    /// in network namespaces; kill the primary and watch the backup take over.
+    Demo(demo::DemoArgs),
     /// Show the status of an `ftvm primary` or `ftvm backup` (its --status address).
     Status(ft::status::StatusArgs),
     /// Serve disk images over NBD and the arbiter (the shared storage host).
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         Command::Primary(args) => ft::primary::primary(args),
         Command::Backup(args) => ft::backup::backup(args),
         Command::Status(args) => ft::status::status(args),
+        Command::Demo(args) => demo::demo(args),
         Command::Storage(args) => storage_cmd::storage(args),
         Command::Arbiter(args) => arbiter_cmd::arbiter(args),
     };
