@@ -3,12 +3,12 @@
 # are missing: cmake (softfloat-sys builds Berkeley SoftFloat with it), the
 # cross assembler for the ISA test programs, dtc for device-tree checks,
 # iproute2 and redis-tools for the network tests (namespaces, a real redis
-# client), qemu-utils, nbd-client and libnbd-bin for the NBD interop tests
+# client), redis-server for ftvm-loadgen's own tests, qemu-utils, nbd-client and libnbd-bin for the NBD interop tests
 # (qemu-img, qemu-io, nbd-client, nbdinfo). The
 # guest recipe installs its own cross toolchain.
 set -euo pipefail
 need=()
-for p in cmake gcc-riscv64-linux-gnu device-tree-compiler iproute2 redis-tools qemu-utils nbd-client libnbd-bin; do
+for p in cmake gcc-riscv64-linux-gnu device-tree-compiler iproute2 redis-tools redis-server qemu-utils nbd-client libnbd-bin; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ! command -v cargo >/dev/null; then
