@@ -13,9 +13,10 @@
 //! - `backup_killed_primary_goes_on_alone`: the primary wins the arbiter.
 //! - `cut_logging_link_leaves_exactly_one`: the logging link is cut while
 //!   both run: one halts (exit 4), the other serves.
-//! - `outputs_wait_for_the_backup`: with the backup frozen (SIGSTOP) the
-//!   guest's reply does not reach the client; it does once the backup runs
-//!   again — the output rule seen from the wire.
+//! - `outputs_wait_for_the_backup`: garbage sent to the logging port is
+//!   refused and the pair stays paired; then, with the backup frozen
+//!   (SIGSTOP), the guest's reply does not reach the client; it does once
+//!   the backup runs again — the output rule seen from the wire.
 //! - `pair_runs_on_qemu_nbd`: the disk served by `qemu-nbd` instead.
 //!
 //! They need root, `/dev/net/tun`, `redis-cli` and the guest image; without
@@ -127,7 +128,15 @@ impl Pair {
                         "-x",
                         "vm0",
                     ])
-                    .args(["-b", "10.79.0.1", "-p", "10811", "-t", "--cache=none"])
+                    .args([
+                        "-b",
+                        "10.79.0.1",
+                        "-p",
+                        "10811",
+                        "-t",
+                        "--shared=8",
+                        "--cache=none",
+                    ])
                     .arg(&img)
                     .stdout(log_file(&dir, "qemu-nbd.out"))
                     .stderr(log_file(&dir, "qemu-nbd.log"))
@@ -518,6 +527,27 @@ fn outputs_wait_for_the_backup() {
             .spawn()
             .expect("ftvm-loadgen ping")
     };
+    // Garbage on the logging port is refused with a log line; the pair
+    // stays paired (the primary re-dials if the stray connection displaced
+    // its own).
+    let st = Command::new("ip")
+        .args(["netns", "exec", &pair.net.ns("h1"), "bash", "-c"])
+        .arg("printf 'GET / HTTP/1.0\\r\\n\\r\\n' > /dev/tcp/10.78.0.2/7000")
+        .status()
+        .expect("send garbage");
+    assert!(
+        st.success(),
+        "could not connect to the backup's logging port"
+    );
+    sleep(Duration::from_secs(2));
+    let backup_log = fs::read_to_string(pair.dir.path("backup.log")).unwrap_or_default();
+    assert!(
+        backup_log.contains("refused garbage on the logging connection"),
+        "no log line about the garbage: {backup_log}"
+    );
+    pair.wait_phase("h1", "paired", Duration::from_secs(5));
+    pair.wait_phase("h2", "following", Duration::from_secs(5));
+    assert!(pair.status("h1").expect("status")["connected"] == true);
     // Unfrozen: an answer within a second.
     let t = Instant::now();
     let st = ping(&pair).wait().expect("ping");
