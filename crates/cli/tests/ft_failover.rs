@@ -527,9 +527,8 @@ fn outputs_wait_for_the_backup() {
             .spawn()
             .expect("ftvm-loadgen ping")
     };
-    // Garbage on the logging port is refused with a log line; the pair
-    // stays paired (the primary re-dials if the stray connection displaced
-    // its own).
+    // Garbage on the logging port is refused with a log line; the pair's
+    // own connection is not disturbed.
     let st = Command::new("ip")
         .args(["netns", "exec", &pair.net.ns("h1"), "bash", "-c"])
         .arg("printf 'GET / HTTP/1.0\\r\\n\\r\\n' > /dev/tcp/10.78.0.2/7000")
@@ -544,6 +543,12 @@ fn outputs_wait_for_the_backup() {
     assert!(
         backup_log.contains("refused garbage on the logging connection"),
         "no log line about the garbage: {backup_log}"
+    );
+    let primary_log = fs::read_to_string(pair.dir.path("primary.log")).unwrap_or_default();
+    assert_eq!(
+        primary_log.matches("paired with the backup").count(),
+        1,
+        "the primary's connection was disturbed: {primary_log}"
     );
     pair.wait_phase("h1", "paired", Duration::from_secs(5));
     pair.wait_phase("h2", "following", Duration::from_secs(5));

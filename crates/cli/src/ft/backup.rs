@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use ftvm_ft::{Backup, BackupAction, LogEntry, Phase, Role};
+use ftvm_ft::{Backup, BackupAction, LogEntry, Message, Phase, Role};
 use ftvm_log::LogHeader;
 use ftvm_machine::{Input, Machine, MachineConfig, Output, Slot, Stop};
 use ftvm_replay::{recorded_config, OutputHasher, Record};
@@ -218,6 +218,10 @@ struct BackupDriver {
     identity: [u8; 32],
     core: Backup,
     link: Link,
+    /// A connection that arrived while a paired one is up: it replaces that
+    /// one only if its first frame is a Hello of this pair, so a stray
+    /// client cannot disturb a working logging connection.
+    probation: Option<(u64, Link)>,
     arbiter: Arbiter,
     clock: Clock,
     started: std::time::Instant,
@@ -270,6 +274,51 @@ impl BackupDriver {
             return Ok(());
         };
         match ev {
+            FtEvent::Connected { conn, stream } if self.handshaken => {
+                let mut link = Link::new(self.tx.clone());
+                link.attach(conn, stream)?;
+                self.probation = Some((conn, link));
+            }
+            FtEvent::Frame { conn, frame }
+                if self.probation.as_ref().is_some_and(|(c, _)| *c == conn) =>
+            {
+                let Some((_, link)) = self.probation.take() else {
+                    return Ok(());
+                };
+                let from = link.peer().map(|a| a.to_string()).unwrap_or_default();
+                let ours = matches!(&frame.message, Message::Hello(h) if h.vm == self.args.ft.vm)
+                    && frame.generation == self.args.ft.generation;
+                if !ours {
+                    eprintln!(
+                        "ftvm: backup: refused a connection from {from} that did not start with this pair's Hello (got {:?}, generation {})",
+                        frame.message.message_type(),
+                        frame.generation
+                    );
+                    return Ok(());
+                }
+                // The primary reconnected: the new connection takes over.
+                self.link.close();
+                self.link = link;
+                self.handshaken = false;
+                match self.core.on_connected(now) {
+                    Ok(()) => return self.on_event(HostEvent::Ft(FtEvent::Frame { conn, frame })),
+                    Err(e) => eprintln!("ftvm: backup: refusing a connection from {from}: {e}"),
+                }
+            }
+            FtEvent::Closed { conn, error }
+                if self.probation.as_ref().is_some_and(|(c, _)| *c == conn) =>
+            {
+                let from = self
+                    .probation
+                    .take()
+                    .and_then(|(_, l)| l.peer())
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                eprintln!(
+                    "ftvm: backup: a second connection from {from} ended before its Hello: {}",
+                    error.unwrap_or_else(|| "closed".into())
+                );
+            }
             FtEvent::Connected { conn, stream } => {
                 let from = stream
                     .peer_addr()
@@ -529,6 +578,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
         identity,
         core,
         link: Link::new(tx.clone()),
+        probation: None,
         arbiter,
         clock,
         started: std::time::Instant::now(),
