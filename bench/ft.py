@@ -250,6 +250,44 @@ class Lab:
             self.up = False
 
 
+def proc_cpu_s(pid):
+    """User + system CPU seconds of a process so far (None once it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+class CpuMeter:
+    """CPU used by each of a lab's VM processes, and by the whole machine, over a span."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.t = time.monotonic()
+        self.m = machine_busy()
+        self.p = {tag: proc_cpu_s(p.pid) for tag, p in lab.procs.items() if not tag.startswith("loadgen")}
+
+    def result(self):
+        dt = time.monotonic() - self.t
+        busy, total = machine_busy()
+        out = {"wall_s": dt, "machine_busy": (busy - self.m[0]) / max(total - self.m[1], 1)}
+        for tag, c0 in self.p.items():
+            c1 = proc_cpu_s(self.lab.procs[tag].pid)
+            if c0 is not None and c1 is not None:
+                out[tag] = (c1 - c0) / dt  # cores
+        return out
+
+
 class Sampler(threading.Thread):
     """`ftvm status --json` on h1 and h2 every `interval` s until stopped."""
 
@@ -303,6 +341,7 @@ class Bench:
 
     def workload(self, lab, sampler=None):
         res = {}
+        cpu = CpuMeter(lab)
         if sampler:
             sampler.start()
         try:
@@ -314,6 +353,7 @@ class Bench:
             if w["exit"] != 0:
                 lab.fail("ftvm-loadgen write failed: %s" % w.get("error"))
             res["serial"] = w
+            res["cpu"] = cpu.result()
         finally:
             if sampler:
                 sampler.stop.set()
@@ -401,6 +441,11 @@ def report(args, plain, ft, kills, load):
     print("%-36s %18s %18s %12s" % ("figure", "plain", "FT pair", "FT/plain"))
     for r in rows:
         print("%-36s %18s %18s %12s" % r)
+    for label, r in (("plain", plain), ("FT pair", ft)):
+        c = r["cpu"]
+        print("CPU during the %s workload (%.0f s): machine %.0f%% busy of %d CPUs; %s" % (
+            label, c["wall_s"], 100 * c["machine_busy"], os.cpu_count(),
+            ", ".join("%s %.2f cores" % (k, v) for k, v in sorted(c.items()) if k not in ("wall_s", "machine_busy"))))
     st = ft.get("status", {})
     for h, role in (("h1", "primary"), ("h2", "backup")):
         d = st.get(h)
@@ -414,8 +459,9 @@ def report(args, plain, ft, kills, load):
                  "%.0f / %.0f" % d["lag_instructions"] if d.get("lag_instructions") else "n/a",
                  d.get("throttled_ms", 0), fmt_pair(d.get("mips")), d["log_bytes"],
                  d["log_bytes"] * 8 / max(d["span_s"], 1e-6) / 1e6))
-    print("failover (SIGKILL of the primary %.1f s into a %.0f s single-connection ftvm-loadgen write, "
-          "--failure-timeout-ms %d):" % (args.kill_after, args.load_seconds, args.failure_timeout_ms))
+    if kills:
+        print("failover (SIGKILL of the primary %.1f s into a %.0f s single-connection ftvm-loadgen write, "
+              "--failure-timeout-ms %d):" % (args.kill_after, args.load_seconds, args.failure_timeout_ms))
     for i, k in enumerate(kills):
         print("  kill %d: max_gap %s ms (at %s s; loadgen clock; kill at ~%.2f s), backup seen live %.2f s after the kill, "
               "connection %s, verify %s (%s acked), arbiter wins %s%s"
@@ -441,6 +487,12 @@ def report(args, plain, ft, kills, load):
                 print("| %s: lag (instructions) mean / max | | %.0f / %.0f | |" % ((role,) + d["lag_instructions"]))
             if role == "primary":
                 print("| primary: throttled during the workload | | %d ms | |" % d.get("throttled_ms", 0))
+    pc, fc = plain["cpu"], ft["cpu"]
+    print("| CPU during the workload (cores; machine busy %%) | vm %.2f; machine %.0f %% | primary %.2f, backup %.2f, storage %.2f; machine %.0f %% | |" % (
+        pc.get("vm", 0), 100 * pc["machine_busy"], fc.get("primary", 0), fc.get("backup", 0), fc.get("storage", 0),
+        100 * fc["machine_busy"]))
+    if not kills:
+        return
     print()
     print("| kill | max gap (ms) | backup seen live after kill (s) | connection | verify |")
     print("|---|---|---|---|---|")
