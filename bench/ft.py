@@ -521,11 +521,13 @@ def main():
         sys.exit("bench/ft.py needs /dev/net/tun (modprobe tun)")
     if not os.environ.get("FTVM_BENCH_NO_BUILD"):  # set to measure an existing binary
         sh(["cargo", "build", "--release", "--quiet", "-p", "ftvm", "-p", "ftvm-loadgen"], cwd=ROOT)
-    b = Bench(args)
-    for exe in (b.ftvm, b.loadgen):
+    ftvm = os.path.abspath(args.ftvm)
+    for exe in (ftvm, os.path.join(os.path.dirname(ftvm), "ftvm-loadgen")):
         if not os.access(exe, os.X_OK):
             sys.exit("bench/ft.py: %s is missing (build it, or pass --ftvm / set FTVM_BENCH_FTVM)" % exe)
-    b.guest = guest_dir()
+    guest = guest_dir()
+    b = Bench(args)
+    b.guest = guest
     load0 = "%.2f %.2f %.2f" % os.getloadavg()
     print("ftvm %s, guest %s, scratch %s, load average %s" % (b.ftvm, b.guest, b.scratch, load0), flush=True)
 
