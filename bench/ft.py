@@ -1,0 +1,572 @@
+#!/usr/bin/env python3
+"""ftvm fault-tolerance benchmark: a plain VM and an FT pair, same image, same run.
+
+Everything runs in the scripts/netns.sh lab (docs/network.md) with the disk
+served over NBD by `ftvm storage` in PREFIX-st, so the plain VM and the pair
+use the same disk path:
+  1. plain: `ftvm run` in PREFIX-h1; redis-benchmark -t set,get -n N -c 10
+     --csv from PREFIX-c (throughput, p50/p99 latency), then one
+     `ftvm-loadgen write` connection for a few seconds (serial SET latency);
+  2. FT pair: `ftvm backup` in PREFIX-h2, `ftvm primary` in PREFIX-h1, the
+     same workload; meanwhile `ftvm status --json` is sampled on both hosts
+     every 0.5 s (log bandwidth, lag, throttling: mean and max);
+  3. FT/plain ratios;
+  4. failover gap: K fresh pairs; in each, one `ftvm-loadgen write`
+     connection during which the primary gets SIGKILL; the report's
+     max_gap_ms, whether the connection survived and whether `verify` found
+     every acknowledged key.
+Prints a table and a markdown snippet for docs/benchmarks.md.
+
+Needs root (network namespaces, TAP), redis-benchmark (redis-tools).
+Usage: bench/ft.py [--requests N] [--kills K] [--ftvm PATH]
+The ftvm binary: --ftvm, else $FTVM_BENCH_FTVM, else $CARGO_TARGET_DIR/release/ftvm
+when CARGO_TARGET_DIR is set, else ROOT/target/release/ftvm; ftvm-loadgen is
+taken from the same directory. FTVM_BENCH_NO_BUILD=1 skips `cargo build`.
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NETNS = os.path.join(ROOT, "scripts/netns.sh")
+GUEST_IP = "10.77.0.2"
+REDIS = GUEST_IP + ":6379"
+NBD = "10.79.0.1:10809"
+ARBITER = "10.79.0.1:10810"
+LOG_ADDR = "10.78.0.2:7000"
+STATUS = "127.0.0.1:7100"
+APPEND = "console=ttyS0 ftvm.ip=%s/24 ftvm.redis" % GUEST_IP
+BOOT_TIMEOUT_S = 300
+
+
+class BenchError(Exception):
+    pass
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def default_ftvm():
+    if os.environ.get("FTVM_BENCH_FTVM"):
+        return os.environ["FTVM_BENCH_FTVM"]
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    return os.path.join(target, "release/ftvm")
+
+
+def guest_dir():
+    d = os.environ.get("FTVM_GUEST_DIR")
+    if d:
+        return d
+    out = sh([os.path.join(ROOT, "guest/build.sh")], stdout=subprocess.PIPE).stdout.decode()
+    return out.strip().splitlines()[-1]
+
+
+def tail(path, n=25):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-n:])
+    except OSError:
+        return ""
+
+
+class Lab:
+    """One scripts/netns.sh lab with its storage server, VMs and a scratch dir."""
+
+    def __init__(self, bench, name, hosts):
+        self.b = bench
+        self.name = name
+        self.prefix = bench.prefix
+        self.dir = os.path.join(bench.scratch, name)
+        os.makedirs(self.dir)
+        self.procs = {}
+        sh([NETNS, "up", self.prefix, str(hosts)], stdout=subprocess.DEVNULL)
+        self.up = True
+
+    def ns(self, node):
+        return ["ip", "netns", "exec", "%s-%s" % (self.prefix, node)]
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def spawn(self, tag, node, cmd, stdin=subprocess.DEVNULL):
+        p = subprocess.Popen(self.ns(node) + cmd, stdin=stdin, stdout=open(self.path(tag + ".out"), "wb"),
+                             stderr=open(self.path(tag + ".log"), "wb"))
+        self.procs[tag] = p
+        return p
+
+    def dump(self):
+        s = ""
+        for f in sorted(os.listdir(self.dir)):
+            if f.endswith((".log", ".txt")):
+                s += "\n--- %s/%s (last lines) ---\n%s" % (self.name, f, tail(self.path(f)))
+        return s
+
+    def fail(self, msg):
+        raise BenchError("%s: %s%s" % (self.name, msg, self.dump()))
+
+    def start_storage(self):
+        st = self.path("storage")
+        os.makedirs(st)
+        self.spawn("storage", "st", [self.b.ftvm, "storage", "--dir", st, "--nbd-listen", NBD,
+                                     "--arbiter-listen", ARBITER, "--create", "vm0=64M"])
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter", "--arbiter", ARBITER, "query", "vm0"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if r.returncode == 0:
+                return
+            if self.procs["storage"].poll() is not None:
+                self.fail("ftvm storage exited with %s" % self.procs["storage"].returncode)
+            time.sleep(0.1)
+        self.fail("ftvm storage did not answer on %s within 20 s" % ARBITER)
+
+    def images(self):
+        g = self.b.guest
+        return ["--bios", g + "/fw_jump.bin", "--kernel", g + "/Image", "--initrd", g + "/initrd.cpio.gz",
+                "--drive", "nbd://%s/vm0" % NBD, "--net", "tap:tap0"]
+
+    def ft_opts(self):
+        return ["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS,
+                "--failure-timeout-ms", str(self.b.args.failure_timeout_ms), "--no-input"]
+
+    def start_plain(self):
+        self.start_storage()
+        self.t_spawn = time.monotonic()
+        self.spawn("vm", "h1", [self.b.ftvm, "run", "--console", "file:" + self.path("console.txt"), "--no-input"]
+                   + self.images() + ["--append", APPEND])
+        return self.wait_redis()
+
+    def start_pair(self):
+        self.start_storage()
+        self.t_spawn = time.monotonic()
+        self.spawn("backup", "h2", [self.b.ftvm, "backup", "--listen", LOG_ADDR,
+                                    "--console", "file:" + self.path("console-backup.txt")]
+                   + self.images() + self.ft_opts())
+        self.spawn("primary", "h1", [self.b.ftvm, "primary", "--backup", LOG_ADDR,
+                                     "--console", "file:" + self.path("console-primary.txt"),
+                                     "--append", APPEND] + self.images() + self.ft_opts())
+        ready = self.wait_redis()
+        self.wait_phase("h2", "following", 60)
+        return ready
+
+    def wait_redis(self):
+        """Waits for redis in the guest; returns seconds since the VM(s) were started."""
+        r = subprocess.run(self.ns("c") + [self.b.loadgen, "ping", "--addr", REDIS, "--timeout-ms",
+                                           str(BOOT_TIMEOUT_S * 1000)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if r.returncode != 0:
+            self.fail("redis in the guest never answered PING: %s" % r.stderr.decode().strip())
+        for tag, p in self.procs.items():
+            if p.poll() is not None:
+                self.fail("%s exited with %s" % (tag, p.returncode))
+        return time.monotonic() - self.t_spawn
+
+    def status(self, host):
+        r = subprocess.run(self.ns(host) + [self.b.ftvm, "status", "--json", STATUS],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10)
+        if r.returncode != 0:
+            return None
+        try:
+            return json.loads(r.stdout)
+        except ValueError:
+            return None
+
+    def wait_phase(self, host, phase, timeout):
+        t0 = time.monotonic()
+        last = None
+        while time.monotonic() - t0 < timeout:
+            last = self.status(host)
+            if last and last.get("phase") == phase:
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        self.fail("%s never reached phase %r in %d s (last status: %s)" % (host, phase, timeout, last))
+
+    def redis_benchmark(self, n):
+        cmd = self.ns("c") + ["redis-benchmark", "-h", GUEST_IP, "-t", "set,get", "-n", str(n), "-c", "10", "--csv"]
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=1800)
+        out = r.stdout.decode()
+        rows = {}
+        for row in csv.DictReader(io.StringIO(out)):
+            if row.get("test") in ("SET", "GET"):
+                rows[row["test"]] = {"rps": float(row["rps"]), "p50": float(row["p50_latency_ms"]),
+                                     "p99": float(row["p99_latency_ms"]), "avg": float(row["avg_latency_ms"])}
+        if r.returncode != 0 or set(rows) != {"SET", "GET"}:
+            self.fail("redis-benchmark failed (exit %d): %r %r" % (r.returncode, out[-800:], r.stderr.decode()[-800:]))
+        return rows
+
+    def loadgen_write(self, tag, seconds):
+        """Starts one ftvm-loadgen write connection (unique keys, acked file, JSON report)."""
+        return self.spawn("loadgen-" + tag, "c", [self.b.loadgen, "write", "--addr", REDIS, "--prefix", tag,
+                                                  "--duration", str(seconds), "--acked-file",
+                                                  self.path(tag + ".acked"), "--report", self.path(tag + ".json")])
+
+    def finish_write(self, tag, p):
+        try:
+            rc = p.wait(timeout=600)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            self.fail("ftvm-loadgen write %s did not finish" % tag)
+        try:
+            with open(self.path(tag + ".json")) as f:
+                report = json.load(f)
+        except (OSError, ValueError):
+            self.fail("ftvm-loadgen write %s (exit %d) wrote no report: %s" % (tag, rc, tail(self.path("loadgen-%s.log" % tag))))
+        report["exit"] = rc
+        return report
+
+    def verify(self, tag):
+        r = subprocess.run(self.ns("c") + [self.b.loadgen, "verify", "--addr", REDIS, "--prefix", tag,
+                                           "--acked-file", self.path(tag + ".acked")],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=600)
+        return r.returncode == 0, r.stdout.decode().strip()
+
+    def arbiter_history(self):
+        r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter", "--arbiter", ARBITER, "history", "vm0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        return [l for l in r.stdout.decode().splitlines() if l.strip()]
+
+    def close(self):
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.up:
+            subprocess.run([NETNS, "down", self.prefix, "--kill"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.up = False
+
+
+def proc_cpu_s(pid):
+    """User + system CPU seconds of a process so far (None once it is gone)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def machine_busy():
+    """(busy, total) jiffies of all CPUs from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return sum(v) - idle, sum(v)
+
+
+class CpuMeter:
+    """CPU used by each of a lab's VM processes, and by the whole machine, over a span."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.t = time.monotonic()
+        self.m = machine_busy()
+        self.p = {tag: proc_cpu_s(p.pid) for tag, p in lab.procs.items() if not tag.startswith("loadgen")}
+
+    def result(self):
+        dt = time.monotonic() - self.t
+        busy, total = machine_busy()
+        out = {"wall_s": dt, "machine_busy": (busy - self.m[0]) / max(total - self.m[1], 1)}
+        for tag, c0 in self.p.items():
+            c1 = proc_cpu_s(self.lab.procs[tag].pid)
+            if c0 is not None and c1 is not None:
+                out[tag] = (c1 - c0) / dt  # cores
+        return out
+
+
+class Sampler(threading.Thread):
+    """`ftvm status --json` on h1 and h2 every `interval` s until stopped."""
+
+    def __init__(self, lab, interval=0.5):
+        super().__init__(daemon=True)
+        self.lab = lab
+        self.interval = interval
+        self.samples = {"h1": [], "h2": []}
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            t = time.monotonic()
+            for h in ("h1", "h2"):
+                try:
+                    s = self.lab.status(h)
+                except subprocess.TimeoutExpired:
+                    s = None
+                if s:
+                    self.samples[h].append(s)
+            self.stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
+    def summary(self):
+        out = {}
+        for h, ss in self.samples.items():
+            if not ss:
+                continue
+            d = {"n": len(ss), "phases": sorted({s.get("phase") for s in ss})}
+            for key in ("log_mbit_s", "lag_ms", "lag_instructions", "mips"):
+                vals = [s[key] for s in ss if s.get(key) is not None]
+                if vals:
+                    d[key] = (statistics.mean(vals), max(vals))
+            th = [s["throttled_ms"] for s in ss if s.get("throttled_ms") is not None]
+            if th:
+                d["throttled_ms"] = th[-1] - th[0]
+            d["log_bytes"] = (ss[-1]["log_bytes_sent"] + ss[-1]["log_bytes_received"]
+                              - ss[0]["log_bytes_sent"] - ss[0]["log_bytes_received"])
+            d["span_s"] = ss[-1]["uptime_s"] - ss[0]["uptime_s"]
+            out[h] = d
+        return out
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.ftvm = os.path.abspath(args.ftvm)
+        self.loadgen = os.path.join(os.path.dirname(self.ftvm), "ftvm-loadgen")
+        self.prefix = "fft%d" % (os.getpid() % 100000)
+        self.scratch = tempfile.mkdtemp(prefix="ftvm-bench-ft-")
+        self.guest = None
+
+    def workload(self, lab, sampler=None):
+        res = {}
+        cpu = CpuMeter(lab)
+        if sampler:
+            sampler.start()
+        try:
+            t = time.monotonic()
+            res["rb"] = lab.redis_benchmark(self.args.requests)
+            res["rb_s"] = time.monotonic() - t
+            p = lab.loadgen_write("serial", self.args.serial_seconds)
+            w = lab.finish_write("serial", p)
+            if w["exit"] != 0:
+                lab.fail("ftvm-loadgen write failed: %s" % w.get("error"))
+            res["serial"] = w
+            res["cpu"] = cpu.result()
+        finally:
+            if sampler:
+                sampler.stop.set()
+                sampler.join()
+        if sampler:
+            res["status"] = sampler.summary()
+        return res
+
+    def plain(self):
+        lab = Lab(self, "plain", 1)
+        try:
+            ready = lab.start_plain()
+            res = self.workload(lab)
+            res["ready_s"] = ready
+            return res
+        finally:
+            lab.close()
+
+    def pair(self):
+        lab = Lab(self, "pair", 2)
+        try:
+            ready = lab.start_pair()
+            res = self.workload(lab, Sampler(lab))
+            res["ready_s"] = ready
+            s = lab.status("h1")
+            if not s or s.get("phase") != "paired":
+                lab.fail("the primary is not paired after the workload: %s" % s)
+            return res
+        finally:
+            lab.close()
+
+    def failover(self, k):
+        lab = Lab(self, "kill%d" % k, 2)
+        try:
+            lab.start_pair()
+            tag = "k%d" % k
+            p = lab.loadgen_write(tag, self.args.load_seconds)
+            t0 = time.monotonic()
+            time.sleep(self.args.kill_after)
+            lab.procs["primary"].send_signal(signal.SIGKILL)
+            killed_at = time.monotonic() - t0
+            live_after = lab.wait_phase("h2", "live", 60)
+            w = lab.finish_write(tag, p)
+            ok, msg = lab.verify(tag)
+            wins = lab.arbiter_history()
+            return {"max_gap_ms": w.get("max_gap_ms"), "max_gap_at_s": w.get("max_gap_at_s"),
+                    "killed_at_s": killed_at, "live_after_s": live_after,
+                    "survived": w["exit"] == 0 and not w.get("connection_broken"),
+                    "error": w.get("error"), "acked": w.get("ops_acked"), "verify": ok, "verify_msg": msg,
+                    "wins": wins, "top_gaps": w.get("top_gaps", [])[:3]}
+        finally:
+            lab.close()
+
+
+def fmt_pair(m):
+    return "%.1f / %.1f" % m if m else "n/a"
+
+
+def report(args, plain, ft, kills, load):
+    pr, fr = plain["rb"], ft["rb"]
+    ps, fs = plain["serial"], ft["serial"]
+    rows = []
+    for op in ("SET", "GET"):
+        rows.append(("redis-benchmark %s ops/s" % op, "%.0f" % pr[op]["rps"], "%.0f" % fr[op]["rps"],
+                     "%.2f" % (fr[op]["rps"] / pr[op]["rps"])))
+        rows.append(("redis-benchmark %s p50 / p99 ms" % op, "%.3f / %.3f" % (pr[op]["p50"], pr[op]["p99"]),
+                     "%.3f / %.3f" % (fr[op]["p50"], fr[op]["p99"]),
+                     "%.2f / %.2f" % (fr[op]["p50"] / pr[op]["p50"], fr[op]["p99"] / pr[op]["p99"])))
+
+    def us(r, k):
+        return (r.get(k) or 0) / 1000.0
+
+    rows.append(("loadgen 1-conn SET ops/s (%ss)" % args.serial_seconds, "%.0f" % ps["throughput_ops_s"],
+                 "%.0f" % fs["throughput_ops_s"], "%.2f" % (fs["throughput_ops_s"] / ps["throughput_ops_s"])))
+    rows.append(("loadgen 1-conn SET p50 / p99 ms", "%.2f / %.2f" % (us(ps, "latency_p50_us"), us(ps, "latency_p99_us")),
+                 "%.2f / %.2f" % (us(fs, "latency_p50_us"), us(fs, "latency_p99_us")),
+                 "%.2f / %.2f" % (us(fs, "latency_p50_us") / max(us(ps, "latency_p50_us"), 1e-9),
+                                  us(fs, "latency_p99_us") / max(us(ps, "latency_p99_us"), 1e-9))))
+    rows.append(("boot to redis ready s", "%.1f" % plain["ready_s"], "%.1f" % ft["ready_s"], ""))
+
+    print()
+    print("# ftvm FT benchmark (%s), %s: plain `ftvm run` vs FT pair, same image, NBD disk, netns lab"
+          % (time.strftime("%Y-%m-%d"), time.strftime("%H:%M")))
+    print("load average at start %s, at end %s (%d CPUs)" % (load[0], load[1], os.cpu_count()))
+    print("%-36s %18s %18s %12s" % ("figure", "plain", "FT pair", "FT/plain"))
+    for r in rows:
+        print("%-36s %18s %18s %12s" % r)
+    for label, r in (("plain", plain), ("FT pair", ft)):
+        c = r["cpu"]
+        print("CPU during the %s workload (%.0f s): machine %.0f%% busy of %d CPUs; %s" % (
+            label, c["wall_s"], 100 * c["machine_busy"], os.cpu_count(),
+            ", ".join("%s %.2f cores" % (k, v) for k, v in sorted(c.items()) if k not in ("wall_s", "machine_busy"))))
+    st = ft.get("status", {})
+    for h, role in (("h1", "primary"), ("h2", "backup")):
+        d = st.get(h)
+        if not d:
+            print("status %s (%s): no samples" % (h, role))
+            continue
+        print("status %s (%s), %d samples over %.1f s, phases %s:" % (h, role, d["n"], d["span_s"], ",".join(d["phases"])))
+        print("  log Mbit/s mean/max %s; lag ms mean/max %s; lag instructions mean/max %s; "
+              "throttled %d ms; MIPS mean/max %s; log bytes %d (%.2f Mbit/s average)"
+              % (fmt_pair(d.get("log_mbit_s")), fmt_pair(d.get("lag_ms")),
+                 "%.0f / %.0f" % d["lag_instructions"] if d.get("lag_instructions") else "n/a",
+                 d.get("throttled_ms", 0), fmt_pair(d.get("mips")), d["log_bytes"],
+                 d["log_bytes"] * 8 / max(d["span_s"], 1e-6) / 1e6))
+    if kills:
+        print("failover (SIGKILL of the primary %.1f s into a %.0f s single-connection ftvm-loadgen write, "
+              "--failure-timeout-ms %d):" % (args.kill_after, args.load_seconds, args.failure_timeout_ms))
+    for i, k in enumerate(kills):
+        print("  kill %d: max_gap %s ms (at %s s; loadgen clock; kill at ~%.2f s), backup seen live %.2f s after the kill, "
+              "connection %s, verify %s (%s acked), arbiter wins %s%s"
+              % (i + 1, "%.1f" % k["max_gap_ms"] if k["max_gap_ms"] is not None else "n/a",
+                 "%.2f" % k["max_gap_at_s"] if k["max_gap_at_s"] is not None else "n/a", k["killed_at_s"],
+                 k["live_after_s"], "survived" if k["survived"] else "BROKEN",
+                 "passed" if k["verify"] else "FAILED", k["acked"], k["wins"],
+                 "" if k["verify"] else " (" + k["verify_msg"][-300:] + ")"))
+
+    # The markdown snippet.
+    print()
+    print("| figure | plain `ftvm run` | FT pair | FT / plain |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print("| %s | %s | %s | %s |" % r)
+    for h, role in (("h1", "primary"), ("h2", "backup")):
+        d = st.get(h)
+        if d:
+            print("| %s: log bandwidth (Mbit/s) mean / max | | %s | |" % (role, fmt_pair(d.get("log_mbit_s"))))
+            if d.get("lag_ms"):
+                print("| %s: lag (ms) mean / max | | %s | |" % (role, fmt_pair(d.get("lag_ms"))))
+            if d.get("lag_instructions"):
+                print("| %s: lag (instructions) mean / max | | %.0f / %.0f | |" % ((role,) + d["lag_instructions"]))
+            if role == "primary":
+                print("| primary: throttled during the workload | | %d ms | |" % d.get("throttled_ms", 0))
+    pc, fc = plain["cpu"], ft["cpu"]
+    print("| CPU during the workload (cores; machine busy %%) | vm %.2f; machine %.0f %% | primary %.2f, backup %.2f, storage %.2f; machine %.0f %% | |" % (
+        pc.get("vm", 0), 100 * pc["machine_busy"], fc.get("primary", 0), fc.get("backup", 0), fc.get("storage", 0),
+        100 * fc["machine_busy"]))
+    if not kills:
+        return
+    print()
+    print("| kill | max gap (ms) | backup seen live after kill (s) | connection | verify |")
+    print("|---|---|---|---|---|")
+    for i, k in enumerate(kills):
+        print("| %d | %s | %.2f | %s | %s |" % (
+            i + 1, "%.0f" % k["max_gap_ms"] if k["max_gap_ms"] is not None else "n/a", k["live_after_s"],
+            "survived" if k["survived"] else "broken", "passed" if k["verify"] else "FAILED"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=20000, help="redis-benchmark -n (default 20000)")
+    ap.add_argument("--kills", type=int, default=3, help="failover runs, each with a fresh pair (default 3)")
+    ap.add_argument("--ftvm", default=default_ftvm(), help="ftvm binary (ftvm-loadgen is taken from its directory)")
+    ap.add_argument("--serial-seconds", type=float, default=5, help="single-connection loadgen run per VM (default 5)")
+    ap.add_argument("--load-seconds", type=float, default=8, help="loadgen run per failover (default 8)")
+    ap.add_argument("--kill-after", type=float, default=3, help="seconds into the load the primary is killed (default 3)")
+    ap.add_argument("--failure-timeout-ms", type=int, default=500, help="ftvm --failure-timeout-ms (default 500)")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, consoles, reports)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench/ft.py needs root (network namespaces and TAP devices)")
+    if not shutil.which("redis-benchmark"):
+        sys.exit("bench/ft.py needs redis-benchmark (apt-get install redis-tools)")
+    if not os.path.exists("/dev/net/tun"):
+        sys.exit("bench/ft.py needs /dev/net/tun (modprobe tun)")
+    if not os.environ.get("FTVM_BENCH_NO_BUILD"):  # set to measure an existing binary
+        sh(["cargo", "build", "--release", "--quiet", "-p", "ftvm", "-p", "ftvm-loadgen"], cwd=ROOT)
+    ftvm = os.path.abspath(args.ftvm)
+    for exe in (ftvm, os.path.join(os.path.dirname(ftvm), "ftvm-loadgen")):
+        if not os.access(exe, os.X_OK):
+            sys.exit("bench/ft.py: %s is missing (build it, or pass --ftvm / set FTVM_BENCH_FTVM)" % exe)
+    guest = guest_dir()
+    b = Bench(args)
+    b.guest = guest
+    load0 = "%.2f %.2f %.2f" % os.getloadavg()
+    print("ftvm %s, guest %s, scratch %s, load average %s" % (b.ftvm, b.guest, b.scratch, load0), flush=True)
+
+    def on_term(sig, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    ok = False
+    try:
+        print("plain: booting `ftvm run` and running redis-benchmark -n %d ..." % args.requests, flush=True)
+        plain = b.plain()
+        print("plain: SET %.0f GET %.0f ops/s" % (plain["rb"]["SET"]["rps"], plain["rb"]["GET"]["rps"]), flush=True)
+        print("FT pair: booting and running the same workload ...", flush=True)
+        ft = b.pair()
+        print("FT pair: SET %.0f GET %.0f ops/s" % (ft["rb"]["SET"]["rps"], ft["rb"]["GET"]["rps"]), flush=True)
+        kills = []
+        for k in range(args.kills):
+            print("failover %d/%d: fresh pair, SIGKILL the primary under load ..." % (k + 1, args.kills), flush=True)
+            kills.append(b.failover(k + 1))
+            print("failover %d/%d: max gap %s ms, connection %s, verify %s" % (
+                k + 1, args.kills, kills[-1]["max_gap_ms"], "survived" if kills[-1]["survived"] else "broken",
+                "passed" if kills[-1]["verify"] else "FAILED"), flush=True)
+        load1 = "%.2f %.2f %.2f" % os.getloadavg()
+        report(args, plain, ft, kills, (load0, load1))
+        ok = True
+    except BenchError as e:
+        print("bench/ft.py: error: %s" % e, file=sys.stderr)
+    except subprocess.CalledProcessError as e:
+        print("bench/ft.py: error: %s failed with exit %d" % (" ".join(e.cmd), e.returncode), file=sys.stderr)
+    except KeyboardInterrupt:
+        print("bench/ft.py: interrupted", file=sys.stderr)
+    finally:
+        subprocess.run([NETNS, "down", b.prefix, "--kill"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if args.keep or not ok:
+            print("bench/ft.py: logs kept in %s" % b.scratch, file=sys.stderr)
+        else:
+            shutil.rmtree(b.scratch, ignore_errors=True)
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
