@@ -13,6 +13,9 @@
 //! - `backup_killed_primary_goes_on_alone`: the primary wins the arbiter.
 //! - `cut_logging_link_leaves_exactly_one`: the logging link is cut while
 //!   both run: one halts (exit 4), the other serves.
+//! - `backup_without_arbiter_never_goes_live`: the backup's link to the
+//!   storage host is cut, then the primary killed: the backup halts after
+//!   the arbiter deadline and nobody serves the guest.
 //! - `outputs_wait_for_the_backup`: garbage sent to the logging port is
 //!   refused and the pair stays paired; then, with the backup frozen
 //!   (SIGSTOP), the guest's reply does not reach the client; it does once
@@ -87,6 +90,17 @@ fn log_file(dir: &Scratch, name: &str) -> Stdio {
 impl Pair {
     /// Storage, backup and primary up; returns once redis answers.
     fn start(index: u32, disk: DiskServer, append_extra: &str, failure_timeout_ms: u64) -> Pair {
+        Pair::start_with(index, disk, append_extra, failure_timeout_ms, &[])
+    }
+
+    /// Like `start`, with `extra` options for both sides.
+    fn start_with(
+        index: u32,
+        disk: DiskServer,
+        append_extra: &str,
+        failure_timeout_ms: u64,
+        extra: &[&str],
+    ) -> Pair {
         let net = TestNet::up_with_hosts(index, 2);
         let dir = Scratch::new(&format!("ft{index}"));
         let st_dir = dir.path("storage");
@@ -164,6 +178,7 @@ impl Pair {
                 .args(["--drive", &format!("nbd://{nbd}/vm0"), "--net", "tap:tap0"])
                 .args(["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS])
                 .args(["--failure-timeout-ms", &failure_timeout_ms.to_string()])
+                .args(extra)
                 .arg("--no-input");
         };
         let mut b = ftvm_in(&pair.net.ns("h2"));
@@ -510,6 +525,49 @@ fn cut_logging_link_leaves_exactly_one() {
     pair.finish_load("k", load);
     let wins = pair.arbiter_history();
     assert_eq!(wins.len(), 1, "expected exactly one win: {wins:?}");
+}
+
+#[test]
+fn backup_without_arbiter_never_goes_live() {
+    if !possible("backup_without_arbiter_never_goes_live") {
+        return;
+    }
+    let _vm = vm_lock();
+    let mut pair = Pair::start_with(
+        8,
+        DiskServer::Ftvm,
+        "",
+        500,
+        &["--arbiter-deadline-ms", "3000"],
+    );
+    // Host 2 loses its link to the storage host (and so the arbiter); then
+    // the primary dies. The backup must not go live: it halts (status 4)
+    // once the arbiter deadline has passed, and the guest stays down.
+    let out = Command::new(repo_root_path().join("scripts/netns.sh"))
+        .args(["cut", &pair.net.prefix, "storage:2"])
+        .output()
+        .expect("netns.sh cut");
+    assert!(out.status.success(), "cut storage:2 failed");
+    Pair::kill(&mut pair.primary);
+    let st = Pair::wait_exit(&mut pair.backup, Duration::from_secs(30));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(4),
+        "the backup should halt without the arbiter: {st:?}{}",
+        pair.dump()
+    );
+    let backup_log = fs::read_to_string(pair.dir.path("backup.log")).unwrap_or_default();
+    assert!(!backup_log.contains("going live"), "{backup_log}");
+    let ping = in_ns(&pair.net.ns("c"), &loadgen())
+        .args(["ping", "--addr", REDIS, "--timeout-ms", "1500"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("ping");
+    assert!(
+        !ping.success(),
+        "the guest answered although nobody may run it"
+    );
+    assert!(pair.arbiter_history().is_empty(), "nobody may have won");
 }
 
 #[test]
