@@ -33,7 +33,7 @@ use super::arbiter::Arbiter;
 use super::link::{start_listener, Link};
 use super::primary::{Live, LiveSetup};
 use super::status::{Board, Report};
-use super::{Clock, FtArgs, EXIT_DIVERGED, EXIT_HALTED, FT_QUANTUM};
+use super::{Clock, FtArgs, ACK_QUANTUM, EXIT_DIVERGED, EXIT_HALTED};
 use crate::console::ConsoleTarget;
 use crate::devices;
 use crate::driver::{install_signal_handlers, STOP_REQUESTED};
@@ -159,7 +159,8 @@ impl Follower {
         Ok(())
     }
 
-    /// Replays for at most one quantum of steps. Returns whether anything
+    /// Replays for at most `ACK_QUANTUM` steps (so that what arrives on the
+    /// logging connection is acknowledged promptly). Returns whether anything
     /// happened.
     fn replay(&mut self, core: &mut Backup) -> Result<bool, Stuck> {
         let start = self.machine.icount();
@@ -182,10 +183,10 @@ impl Follower {
                 return Ok(progressed);
             }
             if at < target {
-                if at >= start + FT_QUANTUM || self.powered_off {
+                if at >= start + ACK_QUANTUM || self.powered_off {
                     return Ok(progressed);
                 }
-                let limit = target.min(start + FT_QUANTUM);
+                let limit = target.min(start + ACK_QUANTUM);
                 let stop = self.machine.run(limit);
                 progressed = true;
                 self.collect_outputs();

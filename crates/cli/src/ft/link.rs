@@ -10,7 +10,9 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
@@ -28,6 +30,11 @@ struct Current {
     stream: TcpStream,
     out: Sender<Vec<u8>>,
     writer: thread::JoinHandle<()>,
+    /// Bytes handed to the writer thread and not yet written. While it is
+    /// zero, `send` writes on the caller's thread without blocking (one
+    /// thread hop less on every acknowledgement's round trip); otherwise
+    /// it queues behind them, so the byte order is kept.
+    queued: Arc<AtomicUsize>,
 }
 
 /// The driver's handle on the logging connection.
@@ -113,6 +120,8 @@ impl Link {
             .try_clone()
             .context("cannot clone the logging socket")?;
         let (out, rx) = mpsc::channel::<Vec<u8>>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let left = queued.clone();
         let tx = self.events.clone();
         thread::Builder::new()
             .name(format!("ft-read-{conn}"))
@@ -132,6 +141,7 @@ impl Link {
                         }));
                         return;
                     }
+                    left.fetch_sub(bytes.len(), Ordering::AcqRel);
                 }
             })
             .context("cannot start the logging writer thread")?;
@@ -140,17 +150,27 @@ impl Link {
             stream,
             out,
             writer,
+            queued,
         });
         Ok(())
     }
 
-    /// Queues `frame` for the writer thread. Dropped if there is no
-    /// connection (the core re-sends what was not acknowledged).
+    /// Sends `frame`: written at once if the socket takes it without
+    /// blocking and nothing is queued, else (the rest) queued for the
+    /// writer thread. Dropped if there is no connection (the core re-sends
+    /// what was not acknowledged).
     pub fn send(&mut self, frame: &Frame) {
         let Some(c) = &self.current else { return };
         match frame.to_bytes() {
             Ok(bytes) => {
-                let _ = c.out.send(bytes);
+                let mut done = 0;
+                if c.queued.load(Ordering::Acquire) == 0 {
+                    done = send_nonblocking(&c.stream, &bytes);
+                }
+                if done < bytes.len() {
+                    c.queued.fetch_add(bytes.len() - done, Ordering::AcqRel);
+                    let _ = c.out.send(bytes[done..].to_vec());
+                }
             }
             Err(e) => {
                 self.encode_errors += 1;
@@ -191,6 +211,33 @@ impl Drop for Link {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Writes what the socket takes right now, without blocking (MSG_DONTWAIT
+/// affects this call only; the reader thread shares the descriptor in
+/// blocking mode). Returns how many bytes went out; errors are left for the
+/// writer thread to meet and report.
+fn send_nonblocking(stream: &TcpStream, bytes: &[u8]) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut done = 0;
+    while done < bytes.len() {
+        let rest = &bytes[done..];
+        // SAFETY: the descriptor is open for the lifetime of `stream`, and
+        // the pointer and length describe the live slice `rest`.
+        let n = unsafe {
+            libc::send(
+                stream.as_raw_fd(),
+                rest.as_ptr().cast(),
+                rest.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    done
 }
 
 fn read_loop(conn: u64, mut stream: TcpStream, tx: Sender<HostEvent>) {

@@ -41,6 +41,11 @@ pub const EXIT_DIVERGED: u8 = 3;
 /// quantum: acknowledgements are handled between quanta, and every
 /// released output waits for one.
 pub const FT_QUANTUM: u64 = 200_000;
+/// Steps per turn while outputs wait for an acknowledgement (primary) and
+/// per replay chunk (backup): each side only looks at the logging
+/// connection between runs of the machine, so an output's round trip costs
+/// up to one such run on each side. About 0.2 ms of guest execution.
+pub const ACK_QUANTUM: u64 = 20_000;
 
 /// Options both sides of a pair share.
 #[derive(Args, Debug, Clone)]

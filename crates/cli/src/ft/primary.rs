@@ -28,7 +28,7 @@ use ftvm_replay::{OutputHasher, Record};
 use super::arbiter::Arbiter;
 use super::link::Link;
 use super::status::{Board, Report};
-use super::{Clock, FtArgs, EXIT_HALTED, FT_QUANTUM};
+use super::{Clock, FtArgs, ACK_QUANTUM, EXIT_HALTED, FT_QUANTUM};
 use crate::console::{Console, ConsoleTarget, Filtered};
 use crate::devices::{self, Backends};
 use crate::driver::{install_signal_handlers, STOP_REQUESTED};
@@ -547,7 +547,11 @@ impl Live {
                 self.host_event(ev)?;
             }
             self.digest_if_due()?;
-            let limit = self.machine.icount() + FT_QUANTUM;
+            // While outputs wait for the backup, come back for its
+            // acknowledgement sooner.
+            let waiting = self.pair.as_ref().is_some_and(|p| !p.held.is_empty());
+            let quantum = if waiting { ACK_QUANTUM } else { FT_QUANTUM };
+            let limit = self.machine.icount() + quantum;
             let stop = self.machine.run(limit);
             self.outputs()?;
             let (now, icount) = (self.clock.ms(), self.machine.icount());
