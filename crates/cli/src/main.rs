@@ -44,6 +44,12 @@ enum Command {
     /// input to the backup, release outputs once it has them.
     Primary(ft::primary::PrimaryArgs),
     /// Follow a primary by re-executing its log; take over when it dies.
+    ///
+    /// The machine options must describe the primary's machine (images,
+    /// memory, devices, MACs): the handshake checks it. The kernel command
+    /// line (--append is ignored), the RNG seed and the boot time come from
+    /// the primary. Drives and TAP devices are only probed at startup and
+    /// opened when the backup goes live.
     Backup(ft::backup::BackupArgs),
     /// A fault-tolerant redis on this machine: storage, primary and backup
     /// in network namespaces; kill the primary and watch the backup take over.
