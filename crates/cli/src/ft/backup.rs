@@ -231,8 +231,6 @@ struct BackupDriver {
     follower: Option<Follower>,
     virtio: Vec<ftvm_machine::DeviceConfig>,
     draining: bool,
-    handshaken: bool,
-    last_drop: Option<String>,
     board: Board,
     report: Report,
     last_publish: u64,
@@ -275,8 +273,8 @@ impl BackupDriver {
             return Ok(());
         };
         match ev {
-            FtEvent::Connected { conn, stream } if self.handshaken => {
-                let mut link = Link::new(self.tx.clone());
+            FtEvent::Connected { conn, stream } if self.link.is_handshaken() => {
+                let mut link = Link::new(self.tx.clone(), "backup");
                 link.attach(conn, stream)?;
                 self.probation = Some((conn, link));
             }
@@ -300,7 +298,6 @@ impl BackupDriver {
                 // The primary reconnected: the new connection takes over.
                 self.link.close();
                 self.link = link;
-                self.handshaken = false;
                 match self.core.on_connected(now) {
                     Ok(()) => return self.on_event(HostEvent::Ft(FtEvent::Frame { conn, frame })),
                     Err(e) => eprintln!("ftvm: backup: refusing a connection from {from}: {e}"),
@@ -336,12 +333,8 @@ impl BackupDriver {
             FtEvent::Frame { conn, frame } => {
                 if self.link.is_current(conn) {
                     if let Err(e) = self.core.on_message(now, frame) {
-                        let why = e.to_string();
-                        if self.last_drop.as_deref() != Some(why.as_str()) {
-                            eprintln!("ftvm: backup: dropping the logging connection: {why}");
-                        }
-                        self.last_drop = Some(why);
-                        self.link.close();
+                        self.link
+                            .drop_with(format!("dropping the logging connection: {e}"));
                         self.core.on_disconnect(now);
                     } else {
                         if self.follower.is_none() {
@@ -349,27 +342,17 @@ impl BackupDriver {
                                 self.build_machine(&h)?;
                             }
                         }
-                        if !self.handshaken && self.core.status().connected {
-                            self.handshaken = true;
-                            self.last_drop = None;
-                            eprintln!(
-                                "ftvm: backup: paired with the primary at {}",
-                                self.link.peer().map(|a| a.to_string()).unwrap_or_default()
-                            );
+                        if !self.link.is_handshaken() {
+                            self.link.note_handshake(self.core.status().connected);
                         }
                     }
                 }
             }
             FtEvent::Closed { conn, error } => {
                 if self.link.is_current(conn) {
-                    let why =
-                        error.unwrap_or_else(|| "the primary closed the logging connection".into());
-                    if self.last_drop.as_deref() != Some(why.as_str()) {
-                        eprintln!("ftvm: backup: {why}");
-                    }
-                    self.last_drop = Some(why);
-                    self.handshaken = false;
-                    self.link.close();
+                    self.link.drop_with(
+                        error.unwrap_or_else(|| "the primary closed the logging connection".into()),
+                    );
                     self.core.on_disconnect(now);
                 }
             }
@@ -578,7 +561,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
         own,
         identity,
         core,
-        link: Link::new(tx.clone()),
+        link: Link::new(tx.clone(), "backup"),
         probation: None,
         arbiter,
         clock,
@@ -588,8 +571,6 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
         follower: None,
         virtio: Vec::new(),
         draining: false,
-        handshaken: false,
-        last_drop: None,
         board,
         report,
         last_publish: 0,

@@ -43,17 +43,27 @@ pub struct Link {
     current: Option<Current>,
     next_id: u64,
     dialing: bool,
+    /// "primary" or "backup": who this side is, in log lines.
+    me: &'static str,
+    /// The handshake on the current connection completed.
+    handshaken: bool,
+    /// The last reason a connection was dropped (printed once, so a peer
+    /// that keeps being refused does not flood the log).
+    last_drop: Option<String>,
     /// Frames that could not be encoded (a bug, never expected).
     pub encode_errors: u64,
 }
 
 impl Link {
-    pub fn new(events: Sender<HostEvent>) -> Link {
+    pub fn new(events: Sender<HostEvent>, me: &'static str) -> Link {
         Link {
             events,
             current: None,
             next_id: 1,
             dialing: false,
+            me,
+            handshaken: false,
+            last_drop: None,
             encode_errors: 0,
         }
     }
@@ -179,8 +189,40 @@ impl Link {
         }
     }
 
+    /// Whether the current connection completed its handshake.
+    pub fn is_handshaken(&self) -> bool {
+        self.handshaken
+    }
+
+    /// Notes that the core reports the connection handshaken (`connected`);
+    /// says so once per connection.
+    pub fn note_handshake(&mut self, connected: bool) {
+        if connected && !self.handshaken {
+            self.handshaken = true;
+            self.last_drop = None;
+            let peer = self.peer().map(|a| a.to_string()).unwrap_or_default();
+            let other = if self.me == "primary" {
+                "backup"
+            } else {
+                "primary"
+            };
+            eprintln!("ftvm: {}: paired with the {other} at {peer}", self.me);
+        }
+    }
+
+    /// Closes the connection because of `why`, printed unless it is the
+    /// same reason as last time.
+    pub fn drop_with(&mut self, why: String) {
+        if self.last_drop.as_deref() != Some(why.as_str()) {
+            eprintln!("ftvm: {}: {why}", self.me);
+        }
+        self.last_drop = Some(why);
+        self.close();
+    }
+
     /// Closes the connection in use, if any; its threads end on their own.
     pub fn close(&mut self) {
+        self.handshaken = false;
         if let Some(c) = self.current.take() {
             let _ = c.stream.shutdown(Shutdown::Both);
         }

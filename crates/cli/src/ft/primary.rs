@@ -91,10 +91,6 @@ struct Pairing {
     backup: SocketAddr,
     next_dial_ms: u64,
     dial_warned: bool,
-    /// The handshake on the current connection completed.
-    handshaken: bool,
-    /// The last reason a connection was dropped (printed once).
-    last_drop: Option<String>,
     held: VecDeque<(OutputId, Output)>,
     next_output: OutputId,
     digest_interval: u64,
@@ -354,7 +350,6 @@ impl Live {
                 if p.core.on_connected(now).is_ok() {
                     p.link.attach(conn, stream)?;
                     p.dial_warned = false;
-                    p.handshaken = false;
                 }
             }
             FtEvent::DialFailed { error } => {
@@ -369,19 +364,13 @@ impl Live {
                 if p.link.is_current(conn) {
                     match p.core.on_message(now, frame) {
                         Ok(()) => {
-                            if !p.handshaken && p.core.status().connected {
-                                p.handshaken = true;
-                                p.last_drop = None;
-                                eprintln!("ftvm: primary: paired with the backup at {}", p.backup);
+                            if !p.link.is_handshaken() {
+                                p.link.note_handshake(p.core.status().connected);
                             }
                         }
                         Err(e) => {
-                            let why = e.to_string();
-                            if p.last_drop.as_deref() != Some(why.as_str()) {
-                                eprintln!("ftvm: primary: dropping the logging connection: {why}");
-                            }
-                            p.last_drop = Some(why);
-                            p.link.close();
+                            p.link
+                                .drop_with(format!("dropping the logging connection: {e}"));
                             p.core.on_disconnect(now);
                             p.next_dial_ms = now + REFUSED_REDIAL_MS;
                         }
@@ -390,14 +379,9 @@ impl Live {
             }
             FtEvent::Closed { conn, error } => {
                 if p.link.is_current(conn) {
-                    let why =
-                        error.unwrap_or_else(|| "the backup closed the logging connection".into());
-                    if p.last_drop.as_deref() != Some(why.as_str()) {
-                        eprintln!("ftvm: primary: {why}");
-                    }
-                    p.last_drop = Some(why);
-                    p.handshaken = false;
-                    p.link.close();
+                    p.link.drop_with(
+                        error.unwrap_or_else(|| "the backup closed the logging connection".into()),
+                    );
                     p.core.on_disconnect(now);
                     p.next_dial_ms = now + REDIAL_MS;
                 }
@@ -726,13 +710,11 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
     })?;
     live.pair = Some(Pairing {
         core,
-        link: Link::new(tx),
+        link: Link::new(tx, "primary"),
         arbiter,
         backup: args.backup,
         next_dial_ms: 0,
         dial_warned: false,
-        handshaken: false,
-        last_drop: None,
         held: VecDeque::new(),
         next_output: 1,
         digest_interval: args.digest_interval,
