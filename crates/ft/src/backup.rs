@@ -129,6 +129,18 @@ impl Backup {
         })
     }
 
+    /// A backup that starts from the primary's state at instruction
+    /// `icount` (it joined a running guest) instead of from power-on.
+    pub fn new_at(cfg: Config, now_ms: u64, icount: u64) -> Result<Self, FtError> {
+        let mut b = Backup::new(cfg, now_ms)?;
+        b.received_icount = icount;
+        b.primary_icount = icount;
+        b.delivered_icount = icount;
+        b.executed_icount = icount;
+        b.reported_icount = icount;
+        Ok(b)
+    }
+
     /// The next thing to do, `None` when there is nothing. Call until `None`
     /// after every event.
     pub fn poll_action(&mut self) -> Option<BackupAction> {

@@ -134,6 +134,17 @@ impl Primary {
         })
     }
 
+    /// A primary whose pair starts at instruction `icount` rather than at
+    /// power-on: a backup joined a running guest and holds its state at
+    /// that step (re-protection). No entry may come before `icount`.
+    pub fn new_at(cfg: Config, now_ms: u64, icount: u64) -> Result<Self, FtError> {
+        let mut p = Primary::new(cfg, now_ms)?;
+        p.last_entry_icount = icount;
+        p.lag.progress(now_ms, icount);
+        p.lag.backup_at(icount);
+        Ok(p)
+    }
+
     /// The next thing to do, `None` when there is nothing. Call until `None`
     /// after every event.
     pub fn poll_action(&mut self) -> Option<PrimaryAction> {

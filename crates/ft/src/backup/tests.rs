@@ -336,3 +336,27 @@ fn heartbeats_when_idle() {
         }))]
     );
 }
+
+#[test]
+fn a_joined_backup_starts_at_the_join_step() {
+    let mut b = Backup::new_at(cfg(), 0, 1000).unwrap();
+    b.on_connected(0).unwrap();
+    b.on_message(0, primary_hello(0)).unwrap();
+    drain(&mut b);
+    assert_eq!(b.horizon(), 1000);
+    // Standing at the join step is progress the core accepts.
+    b.on_executed(1, 0, 1000).unwrap();
+    // Entries from the join step on are taken; the first acks report it.
+    b.on_message(2, log(1, &[1000, 1500])).unwrap();
+    assert_eq!(acks(&drain(&mut b)), vec![(2, 1000)]);
+    assert_eq!(b.next_entry().map(|e| e.icount), Some(1000));
+}
+
+#[test]
+fn a_joined_backup_refuses_entries_before_the_join_step() {
+    let mut b = Backup::new_at(cfg(), 0, 1000).unwrap();
+    b.on_connected(0).unwrap();
+    b.on_message(0, primary_hello(0)).unwrap();
+    drain(&mut b);
+    assert!(b.on_message(1, log(1, &[999])).is_err());
+}

@@ -505,3 +505,19 @@ fn a_huge_entry_travels_alone_and_fits_a_frame() {
         Err(FtError::BadEntry(_))
     ));
 }
+
+#[test]
+fn a_pair_formed_by_a_join_starts_at_the_join_step() {
+    let mut p = Primary::new_at(cfg(), 0, 5000).unwrap();
+    p.on_connected(0).unwrap();
+    p.on_message(0, backup_hello(0)).unwrap();
+    drain(&mut p);
+    assert!(p.on_log_entry(4999, 1, b"t").is_err());
+    assert_eq!(p.on_log_entry(5000, 1, b"t").unwrap(), 1);
+    // No lag before the backup has said anything: it holds the state at 5000.
+    p.on_progress(1, 5000);
+    assert_eq!(p.status().lag_instructions, 0);
+    assert!(drain(&mut p)
+        .iter()
+        .all(|a| !matches!(a, PrimaryAction::Throttle { .. })));
+}
