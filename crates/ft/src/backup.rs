@@ -306,7 +306,14 @@ impl Backup {
                 }
                 return Ok(());
             }
-            (_, Message::Hello(_) | Message::Ack { .. }) => {
+            (
+                _,
+                Message::Hello(_)
+                | Message::Ack { .. }
+                | Message::JoinRequest { .. }
+                | Message::JoinPages { .. }
+                | Message::JoinState { .. },
+            ) => {
                 return Err(FtError::UnexpectedMessage {
                     got,
                     from: Role::Primary,

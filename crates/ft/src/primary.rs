@@ -314,7 +314,14 @@ impl Primary {
                 }
                 return Ok(());
             }
-            (_, Message::Hello(_) | Message::Log { .. }) => {
+            (
+                _,
+                Message::Hello(_)
+                | Message::Log { .. }
+                | Message::JoinRequest { .. }
+                | Message::JoinPages { .. }
+                | Message::JoinState { .. },
+            ) => {
                 return Err(FtError::UnexpectedMessage {
                     got,
                     from: Role::Backup,

@@ -48,6 +48,9 @@ pub enum MessageType {
     Ack = 3,
     Heartbeat = 4,
     Goodbye = 5,
+    JoinRequest = 6,
+    JoinPages = 7,
+    JoinState = 8,
 }
 
 impl MessageType {
@@ -58,6 +61,9 @@ impl MessageType {
             3 => MessageType::Ack,
             4 => MessageType::Heartbeat,
             5 => MessageType::Goodbye,
+            6 => MessageType::JoinRequest,
+            7 => MessageType::JoinPages,
+            8 => MessageType::JoinState,
             _ => return None,
         })
     }
@@ -69,6 +75,9 @@ impl MessageType {
             MessageType::Ack => "Ack",
             MessageType::Heartbeat => "Heartbeat",
             MessageType::Goodbye => "Goodbye",
+            MessageType::JoinRequest => "JoinRequest",
+            MessageType::JoinPages => "JoinPages",
+            MessageType::JoinState => "JoinState",
         }
     }
 }
@@ -154,7 +163,41 @@ pub enum Message {
         reason: GoodbyeReason,
         detail: String,
     },
+    /// A new backup → a running primary: send me your state and pair with
+    /// me (re-protection). `listen` is where the joiner accepts the
+    /// primary's reconnections (may be empty). Sent with generation 0.
+    JoinRequest {
+        vm: String,
+        machine_hash: [u8; 32],
+        listen: String,
+    },
+    /// Primary → joiner: RAM pages (4 KiB each, `data` = the pages in the
+    /// order of `pages`) of a guest with `ram_size` bytes of RAM. A page may
+    /// come again in a later round (it was written meanwhile): the last
+    /// copy counts.
+    JoinPages {
+        ram_size: u64,
+        pages: Vec<u32>,
+        data: Vec<u8>,
+    },
+    /// Primary → joiner, once the guest is paused: the machine's state
+    /// without RAM at instruction `icount`. The frame's generation is the
+    /// new pair's; the logging protocol (Hello, Log, ...) follows on the
+    /// same connection.
+    JoinState {
+        icount: u64,
+        state: Vec<u8>,
+    },
 }
+
+/// Bytes per page in [`Message::JoinPages`].
+pub const JOIN_PAGE: usize = 4096;
+/// Most pages in one [`Message::JoinPages`] (4 MiB of data).
+pub const MAX_JOIN_PAGES: usize = 1024;
+/// Longest state in a [`Message::JoinState`].
+pub const MAX_JOIN_STATE: usize = 8 << 20;
+/// Longest `listen` address in a [`Message::JoinRequest`].
+pub const MAX_JOIN_LISTEN: usize = 255;
 
 impl Message {
     pub fn message_type(&self) -> MessageType {
@@ -164,6 +207,9 @@ impl Message {
             Message::Ack { .. } => MessageType::Ack,
             Message::Heartbeat { .. } => MessageType::Heartbeat,
             Message::Goodbye { .. } => MessageType::Goodbye,
+            Message::JoinRequest { .. } => MessageType::JoinRequest,
+            Message::JoinPages { .. } => MessageType::JoinPages,
+            Message::JoinState { .. } => MessageType::JoinState,
         }
     }
 
@@ -173,6 +219,9 @@ impl Message {
             Message::Log { entries, .. } => 8 + entries.len(),
             Message::Ack { .. } | Message::Heartbeat { .. } => 16,
             Message::Goodbye { detail, .. } => 2 + detail.len(),
+            Message::JoinRequest { vm, listen, .. } => 1 + vm.len() + 32 + 1 + listen.len(),
+            Message::JoinPages { pages, data, .. } => 8 + 4 + 4 * pages.len() + data.len(),
+            Message::JoinState { state, .. } => 8 + state.len(),
         }
     }
 }
@@ -227,6 +276,27 @@ impl Frame {
                 }
             }
             Message::Ack { .. } | Message::Heartbeat { .. } => {}
+            Message::JoinRequest { vm, listen, .. } => {
+                if vm.is_empty() || vm.len() > MAX_VM_NAME {
+                    return Err(invalid("VM name must be 1 to 255 bytes"));
+                }
+                if listen.len() > MAX_JOIN_LISTEN {
+                    return Err(invalid("listen address longer than 255 bytes"));
+                }
+            }
+            Message::JoinPages { pages, data, .. } => {
+                if pages.is_empty() || pages.len() > MAX_JOIN_PAGES {
+                    return Err(invalid("1 to 1024 pages per JoinPages"));
+                }
+                if data.len() != pages.len() * JOIN_PAGE {
+                    return Err(invalid("data is not 4096 bytes per page"));
+                }
+            }
+            Message::JoinState { state, .. } => {
+                if state.len() > MAX_JOIN_STATE {
+                    return Err(invalid("state larger than 8 MiB"));
+                }
+            }
         }
         let body_len = self.message.body_len();
         if body_len > MAX_BODY as usize {
@@ -271,6 +341,33 @@ impl Frame {
                 out.push(*reason as u8);
                 out.push(detail.len() as u8);
                 out.extend_from_slice(detail.as_bytes());
+            }
+            Message::JoinRequest {
+                vm,
+                machine_hash,
+                listen,
+            } => {
+                out.push(vm.len() as u8);
+                out.extend_from_slice(vm.as_bytes());
+                out.extend_from_slice(machine_hash);
+                out.push(listen.len() as u8);
+                out.extend_from_slice(listen.as_bytes());
+            }
+            Message::JoinPages {
+                ram_size,
+                pages,
+                data,
+            } => {
+                out.extend_from_slice(&ram_size.to_le_bytes());
+                out.extend_from_slice(&(pages.len() as u32).to_le_bytes());
+                for p in pages {
+                    out.extend_from_slice(&p.to_le_bytes());
+                }
+                out.extend_from_slice(data);
+            }
+            Message::JoinState { icount, state } => {
+                out.extend_from_slice(&icount.to_le_bytes());
+                out.extend_from_slice(state);
             }
         }
         let crc = crc32c::crc32c(&out[start..]);
@@ -571,6 +668,57 @@ fn decode_body(kind: MessageType, buf: &[u8]) -> Result<Message, &'static str> {
                 .map_err(|_| "detail is not UTF-8")?
                 .to_owned();
             Message::Goodbye { reason, detail }
+        }
+        MessageType::JoinRequest => {
+            let n = b.u8("body ends before the VM name length")? as usize;
+            if n == 0 {
+                return Err("empty VM name");
+            }
+            let vm = std::str::from_utf8(b.take(n, "VM name runs past the body")?)
+                .map_err(|_| "VM name is not UTF-8")?
+                .to_owned();
+            let mut machine_hash = [0u8; 32];
+            machine_hash.copy_from_slice(b.take(32, "body ends inside the machine hash")?);
+            let n = b.u8("body ends before the listen address length")? as usize;
+            let listen = std::str::from_utf8(b.take(n, "listen address runs past the body")?)
+                .map_err(|_| "listen address is not UTF-8")?
+                .to_owned();
+            Message::JoinRequest {
+                vm,
+                machine_hash,
+                listen,
+            }
+        }
+        MessageType::JoinPages => {
+            let ram_size = b.u64("body ends inside ram_size")?;
+            let count = b.u32("body ends inside the page count")? as usize;
+            if count == 0 || count > MAX_JOIN_PAGES {
+                return Err("page count outside 1..=1024");
+            }
+            let mut pages = Vec::with_capacity(count);
+            for _ in 0..count {
+                let p = b.u32("body ends inside the page list")?;
+                if (p as u64 + 1) * JOIN_PAGE as u64 > ram_size {
+                    return Err("page index beyond the RAM size");
+                }
+                pages.push(p);
+            }
+            let data = b
+                .take(count * JOIN_PAGE, "page data runs past the body")?
+                .to_vec();
+            Message::JoinPages {
+                ram_size,
+                pages,
+                data,
+            }
+        }
+        MessageType::JoinState => {
+            let icount = b.u64("body ends inside icount")?;
+            let state = b.rest().to_vec();
+            if state.len() > MAX_JOIN_STATE {
+                return Err("state larger than 8 MiB");
+            }
+            Message::JoinState { icount, state }
         }
     };
     b.finish()?;

@@ -417,3 +417,51 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn join_messages_round_trip_and_are_checked() {
+    let msgs = vec![
+        Message::JoinRequest {
+            vm: "vm0".into(),
+            machine_hash: [7; 32],
+            listen: "10.78.0.2:7000".into(),
+        },
+        Message::JoinPages {
+            ram_size: 1 << 20,
+            pages: vec![0, 5, 255],
+            data: vec![0xab; 3 * JOIN_PAGE],
+        },
+        Message::JoinState {
+            icount: 123_456,
+            state: vec![1, 2, 3],
+        },
+    ];
+    for message in msgs {
+        let f = Frame {
+            generation: 3,
+            message,
+        };
+        let bytes = f.to_bytes().unwrap();
+        assert_eq!(bytes.len(), f.encoded_len());
+        assert_eq!(decode_exact(&bytes).unwrap(), f);
+    }
+    // A page beyond the RAM, or data of the wrong length, is refused.
+    let bad = Frame {
+        generation: 1,
+        message: Message::JoinPages {
+            ram_size: 1 << 20,
+            pages: vec![256],
+            data: vec![0; JOIN_PAGE],
+        },
+    };
+    assert!(decode_exact(&bad.to_bytes().unwrap()).is_err());
+    let short = Frame {
+        generation: 1,
+        message: Message::JoinPages {
+            ram_size: 1 << 20,
+            pages: vec![1],
+            data: vec![0; 10],
+        },
+    };
+    assert!(short.to_bytes().is_err());
+}
