@@ -417,33 +417,78 @@ fn guest_dir() -> Option<std::path::PathBuf> {
         .then_some(dir)
 }
 
-/// Drives a Linux machine to step `end`, recording every input with the
-/// step it was applied at; returns the console output.
-fn drive(m: &mut Machine, end: u64, log: &mut Vec<(u64, Input)>) -> Vec<u8> {
-    let mut console = Vec::new();
-    while m.icount() < end {
-        let stop = m.run((m.icount() + 1_000_000).min(end));
-        for o in m.take_outputs() {
-            if let Output::Console(b) = o {
-                console.extend_from_slice(&b);
-            }
-        }
-        let t = match stop {
-            Stop::Limit => m.guest_time() + 100_000,
-            Stop::Idle { wake_at } => wake_at
-                .unwrap_or(m.guest_time() + 10_000)
-                .max(m.guest_time() + 1),
-            Stop::Finished(f) => panic!("guest finished: {f:?}"),
-        };
-        let input = Input::Time(t);
-        m.apply(&input);
-        log.push((m.icount(), input));
-    }
-    console
+/// A Linux driver: answers device requests one chunk late (so requests can
+/// be in flight across a migration), records every input with the step it
+/// was applied at, and keeps the outputs.
+#[derive(Default)]
+struct Driver {
+    /// Device requests not answered yet.
+    pending: Vec<Output>,
+    log: Vec<(u64, Input)>,
+    console: Vec<u8>,
+    /// Non-console outputs, in order.
+    requests: Vec<Output>,
+    answered: usize,
 }
 
-/// Replays `log` (from [`drive`]) on `m`, as a backup does.
-fn replay(m: &mut Machine, log: &[(u64, Input)], end: u64) {
+/// Splits outputs into console bytes and the rest.
+fn sort_outputs(outs: Vec<Output>, console: &mut Vec<u8>, rest: &mut Vec<Output>) {
+    for o in outs {
+        match o {
+            Output::Console(b) => console.extend_from_slice(&b),
+            other => rest.push(other),
+        }
+    }
+}
+
+impl Driver {
+    /// Drives `m` to step `end`.
+    fn drive(&mut self, m: &mut Machine, end: u64) {
+        while m.icount() < end {
+            let stop = m.run((m.icount() + 1_000_000).min(end));
+            let mut fresh = Vec::new();
+            sort_outputs(m.take_outputs(), &mut self.console, &mut fresh);
+            self.requests.extend(fresh.iter().cloned());
+            let t = match stop {
+                Stop::Limit => m.guest_time() + 100_000,
+                Stop::Idle { wake_at } => wake_at
+                    .unwrap_or(m.guest_time() + 10_000)
+                    .max(m.guest_time() + 1),
+                Stop::Finished(f) => panic!("guest finished: {f:?}"),
+            };
+            let mut inputs = vec![Input::Time(t)];
+            for req in std::mem::replace(&mut self.pending, fresh) {
+                self.answered += 1;
+                inputs.push(match req {
+                    Output::Rng { slot, id, len } => Input::RngData {
+                        slot,
+                        id,
+                        data: (0..len).map(|i| (i as u64 ^ id) as u8).collect(),
+                    },
+                    Output::Blk { slot, id, op } => Input::BlkDone {
+                        slot,
+                        id,
+                        status: 0,
+                        data: match op {
+                            ftvm_machine::BlkOp::Read { len, .. } => vec![0; len as usize],
+                            _ => Vec::new(),
+                        },
+                    },
+                    other => panic!("unexpected output {other:?}"),
+                });
+            }
+            for input in inputs {
+                m.apply(&input);
+                self.log.push((m.icount(), input));
+            }
+        }
+    }
+}
+
+/// Replays `log` (from a [`Driver`]) on `m` to step `end`, as a backup does;
+/// returns console bytes and the other outputs.
+fn replay(m: &mut Machine, log: &[(u64, Input)], end: u64) -> (Vec<u8>, Vec<Output>) {
+    let (mut console, mut rest) = (Vec::new(), Vec::new());
     for (at, input) in log {
         while m.icount() < *at {
             match m.run(*at) {
@@ -455,12 +500,22 @@ fn replay(m: &mut Machine, log: &[(u64, Input)], end: u64) {
                 ),
             }
         }
-        let _ = m.take_outputs();
+        sort_outputs(m.take_outputs(), &mut console, &mut rest);
         m.apply(input);
     }
     while m.icount() < end {
         assert_eq!(m.run(end), Stop::Limit);
     }
+    sort_outputs(m.take_outputs(), &mut console, &mut rest);
+    (console, rest)
+}
+
+fn copy_pages(ram: &mut [u8], src: &Machine, pages: &[u32]) -> usize {
+    for &p in pages {
+        let r = p as usize * PAGE..(p as usize + 1) * PAGE;
+        ram[r.clone()].copy_from_slice(&src.ram.as_bytes()[r]);
+    }
+    pages.len()
 }
 
 #[test]
@@ -474,17 +529,26 @@ fn linux_migrates_mid_run() {
     cfg.bios = Some(read("fw_jump.bin"));
     cfg.initrd = Some(read("initrd.cpio.gz"));
     cfg.bootargs = "console=ttyS0".into();
+    // Devices whose DMA writes guest RAM (and whose queue state migrates).
+    cfg.virtio = vec![
+        ftvm_machine::DeviceConfig::Rng,
+        ftvm_machine::DeviceConfig::Blk {
+            capacity_bytes: 1 << 20,
+            read_only: false,
+        },
+    ];
     let mut src = Machine::new(&cfg).expect("build");
-    let mut inputs = Vec::new();
-    let console = drive(&mut src, 100_000_000, &mut inputs);
-    let console = String::from_utf8_lossy(&console);
+    let mut drv = Driver::default();
+    drv.drive(&mut src, 100_000_000);
+    let console = String::from_utf8_lossy(&drv.console).into_owned();
     assert!(
         console.contains("Linux version"),
         "the kernel did not boot: {console}"
     );
     eprintln!(
-        "{} time inputs in 100M steps; console tail: {:?}",
-        inputs.len(),
+        "{} inputs ({} device answers) in 100M steps; console tail: {:?}",
+        drv.log.len(),
+        drv.answered,
         &console[console.len().saturating_sub(200)..]
     );
 
@@ -493,32 +557,37 @@ fn linux_migrates_mid_run() {
     let mut ram = src.ram.as_bytes().to_vec();
     let mut copied = 0usize;
     for round in 0..3u64 {
-        let _ = drive(&mut src, 100_000_000 + (round + 1) * 2_000_000, &mut inputs);
-        for p in src.take_dirty_log() {
-            let r = p as usize * PAGE..(p as usize + 1) * PAGE;
-            ram[r.clone()].copy_from_slice(&src.ram.as_bytes()[r]);
-            copied += 1;
-        }
+        drv.drive(&mut src, 100_000_000 + (round + 1) * 2_000_000);
+        let pages = src.take_dirty_log();
+        copied += copy_pages(&mut ram, &src, &pages);
     }
     assert!(copied > 0, "Linux writes memory");
-    eprintln!("pre-copy rounds copied {copied} pages");
-    for p in src.take_dirty_log() {
-        let r = p as usize * PAGE..(p as usize + 1) * PAGE;
-        ram[r.clone()].copy_from_slice(&src.ram.as_bytes()[r]);
-    }
+    // Stop and copy.
+    let pages = src.take_dirty_log();
+    copy_pages(&mut ram, &src, &pages);
     src.stop_dirty_log();
     src.flush_caches();
     let state = src.save_state_without_ram();
     let mut dst = Machine::from_state_and_ram(&state, ram).expect("rebuild");
     assert_eq!(dst.digest(), src.digest());
+    eprintln!(
+        "pre-copy rounds copied {copied} pages; {} device requests in flight at the switch",
+        drv.pending.len()
+    );
 
     let start = src.icount();
-    let mut after = Vec::new();
+    let mut after = Driver {
+        pending: std::mem::take(&mut drv.pending),
+        ..Driver::default()
+    };
+    let (mut dst_console, mut dst_requests) = (Vec::new(), Vec::new());
     for k in 1..=5u64 {
         let end = start + k * 10_000_000;
-        let mut log = Vec::new();
-        after.extend(drive(&mut src, end, &mut log));
-        replay(&mut dst, &log, end);
+        let from = after.log.len();
+        after.drive(&mut src, end);
+        let (c, r) = replay(&mut dst, &after.log[from..], end);
+        dst_console.extend(c);
+        dst_requests.extend(r);
         let d = src.digest();
         let diff = d.differences(&dst.digest());
         assert!(
@@ -527,9 +596,12 @@ fn linux_migrates_mid_run() {
             end - start
         );
     }
-    let after = String::from_utf8_lossy(&after);
+    assert_eq!(dst_console, after.console, "console output");
+    assert_eq!(dst_requests, after.requests, "device requests");
+    let text = String::from_utf8_lossy(&after.console);
     eprintln!(
-        "console after migration (tail): {:?}",
-        &after[after.len().saturating_sub(300)..]
+        "{} device answers after migration; console after migration (tail): {:?}",
+        after.answered,
+        &text[text.len().saturating_sub(300)..]
     );
 }
