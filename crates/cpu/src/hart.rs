@@ -259,6 +259,16 @@ impl Hart {
 
     /// Restores derived state after deserialisation.
     pub fn after_restore(&mut self) {
+        self.flush_caches();
+    }
+
+    /// Drops every cached translation (all TLBs, every context and access
+    /// kind) and every decoded instruction page, and recomputes the
+    /// translation contexts from the privilege level and `mstatus`: the hart
+    /// then continues exactly as a copy restored from its serialised state
+    /// would. The next [`Hart::run`] re-binds the decoded-page tracking of
+    /// whatever RAM it is given.
+    pub fn flush_caches(&mut self) {
         self.tlb = Tlb::new();
         self.icache = Icache::new();
         self.update_ctx();

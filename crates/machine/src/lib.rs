@@ -12,6 +12,7 @@ pub mod input;
 pub mod layout;
 pub mod loader;
 mod machine;
+mod migrate;
 pub mod state;
 
 pub use devices::sifive_test::Finisher;

@@ -15,6 +15,7 @@ use crate::fdt::{self, FdtConfig, MmuType};
 use crate::input::{Input, Output};
 use crate::layout::{RAM_BASE, TIMEBASE_HZ, VIRTIO_SLOTS};
 use crate::loader::{self, LoadError};
+use crate::migrate::DirtyPages;
 use crate::state::DigestCache;
 
 /// Everything that defines the machine at power-on. Two machines built from
@@ -149,6 +150,9 @@ pub struct Machine {
     pub board: Board,
     /// Derived: cached RAM chunk hashes for [`Machine::digest`].
     pub(crate) digest_cache: DigestCache,
+    /// Derived: pages written but not yet seen by the digest or the
+    /// migration dirty log (see [`Machine::collect_dirty`]).
+    pub(crate) dirty: DirtyPages,
 }
 
 impl Machine {
@@ -236,12 +240,22 @@ impl Machine {
         loader::load_raw(&mut ram, "device tree", dtb_addr, &dtb)?;
         let hart = Hart::new(entry, dtb_addr);
         let clock = GuestClock::new(cfg.steps_per_tick, cfg.max_ahead_ticks);
-        Ok(Machine {
+        Ok(Machine::assemble(
             hart,
             ram,
-            board: Board::new(clock, cfg.boot_wallclock_ns, &cfg.virtio),
+            Board::new(clock, cfg.boot_wallclock_ns, &cfg.virtio),
+        ))
+    }
+
+    /// A machine from its parts, with all derived state cold.
+    pub(crate) fn assemble(hart: Hart, ram: Ram, board: Board) -> Machine {
+        Machine {
+            hart,
+            ram,
+            board,
             digest_cache: DigestCache::default(),
-        })
+            dirty: DirtyPages::default(),
+        }
     }
 
     /// Steps taken so far: the clock of record.

@@ -28,6 +28,9 @@ pub const DIGEST_CHUNK: u64 = 1 << 20;
 const PAGE: usize = 4096;
 const SNAPSHOT_MAGIC: &[u8; 8] = b"FTVMSNAP";
 pub const SNAPSHOT_VERSION: u32 = 1;
+const STATE_MAGIC: &[u8; 8] = b"FTVMSTAT";
+/// Format version of [`Machine::save_state_without_ram`] bytes.
+pub const STATE_VERSION: u32 = 1;
 
 /// ABI names of the integer registers, for divergence reports.
 const XNAMES: [&str; 32] = [
@@ -136,8 +139,8 @@ impl Machine {
     pub fn digest(&mut self) -> StateDigest {
         let chunk_pages = (DIGEST_CHUNK as usize) / PAGE;
         let n = (self.ram.size() / DIGEST_CHUNK) as usize;
-        let dirty = self.ram.take_dirty();
-        self.hart.flush_store_tlb();
+        self.collect_dirty();
+        let dirty = std::mem::take(&mut self.dirty.digest);
         let cache = &mut self.digest_cache.chunks;
         let fresh = cache.len() != n;
         if fresh {
@@ -176,10 +179,10 @@ impl Machine {
 
 #[derive(Debug, Error)]
 pub enum SnapshotError {
-    #[error("not an ftvm snapshot (bad magic)")]
+    #[error("not an ftvm snapshot or machine state (bad magic)")]
     BadMagic,
-    #[error("snapshot format version {found} is not supported (this ftvm reads version {SNAPSHOT_VERSION})")]
-    Version { found: u32 },
+    #[error("format version {found} is not supported (this ftvm reads version {expected})")]
+    Version { found: u32, expected: u32 },
     #[error("snapshot is truncated or unreadable: {0}")]
     Io(#[from] std::io::Error),
     #[error(
@@ -188,13 +191,25 @@ pub enum SnapshotError {
     Checksum { stored: u32, computed: u32 },
     #[error("snapshot is corrupt: {0}")]
     Decode(String),
+    #[error("RAM image is {found} bytes but the machine state says {expected}")]
+    RamLength { expected: u64, found: u64 },
 }
 
-#[derive(Serialize, Deserialize)]
-struct SnapshotState {
+/// The non-RAM machine state as decoded: what snapshots and
+/// [`Machine::save_state_without_ram`] carry besides RAM contents.
+#[derive(Deserialize)]
+pub(crate) struct SnapshotState {
+    pub ram_size: u64,
+    pub hart: Hart,
+    pub board: Board,
+}
+
+/// The same, borrowed for encoding (postcard encodes `&T` like `T`).
+#[derive(Serialize)]
+struct SnapshotStateRef<'a> {
     ram_size: u64,
-    hart: Hart,
-    board: Board,
+    hart: &'a Hart,
+    board: &'a Board,
 }
 
 /// Writes through to `inner` while accumulating a CRC32C.
@@ -213,21 +228,94 @@ impl<W: Write> Write for CrcWriter<W> {
     }
 }
 
+fn short() -> SnapshotError {
+    SnapshotError::Io(std::io::ErrorKind::UnexpectedEof.into())
+}
+
+/// The container shared by snapshots and bare machine state:
+/// `magic`, version (u32 LE), state length (u64 LE), postcard-encoded
+/// [`SnapshotState`], a `payload` (RAM, for snapshots), and a CRC32C (u32 LE)
+/// of everything before it.
 impl Machine {
+    /// Writes magic, version and the encoded non-RAM state.
+    fn write_state_head<W: Write>(
+        &self,
+        w: &mut W,
+        magic: &[u8; 8],
+        version: u32,
+    ) -> Result<(), SnapshotError> {
+        let state = SnapshotStateRef {
+            ram_size: self.ram.size(),
+            hart: &self.hart,
+            board: &self.board,
+        };
+        let enc = postcard::to_stdvec(&state).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        w.write_all(magic)?;
+        w.write_all(&version.to_le_bytes())?;
+        w.write_all(&(enc.len() as u64).to_le_bytes())?;
+        w.write_all(&enc)?;
+        Ok(())
+    }
+
+    /// Checks the magic, version and checksum of a container and decodes its
+    /// state; returns the state and the payload between it and the checksum.
+    fn open_container<'a>(
+        all: &'a [u8],
+        magic: &[u8; 8],
+        version: u32,
+    ) -> Result<(SnapshotState, &'a [u8]), SnapshotError> {
+        if all.len() < 8 || &all[..8] != magic {
+            return Err(SnapshotError::BadMagic);
+        }
+        if all.len() < 24 {
+            return Err(short());
+        }
+        let found = u32::from_le_bytes(all[8..12].try_into().map_err(|_| short())?);
+        if found != version {
+            return Err(SnapshotError::Version {
+                found,
+                expected: version,
+            });
+        }
+        let (body, tail) = all.split_at(all.len() - 4);
+        let stored = u32::from_le_bytes(tail.try_into().map_err(|_| short())?);
+        let computed = crc32c::crc32c(body);
+        if stored != computed {
+            return Err(SnapshotError::Checksum { stored, computed });
+        }
+        let len = u64::from_le_bytes(body[12..20].try_into().map_err(|_| short())?);
+        let end = usize::try_from(len)
+            .ok()
+            .and_then(|l| l.checked_add(20))
+            .ok_or_else(short)?;
+        let enc = body.get(20..end).ok_or_else(short)?;
+        let state: SnapshotState =
+            postcard::from_bytes(enc).map_err(|e| SnapshotError::Decode(e.to_string()))?;
+        if state.ram_size == 0
+            || !state.ram_size.is_multiple_of(1 << 20)
+            || state.ram_size > (1 << 36)
+        {
+            return Err(SnapshotError::Decode(format!(
+                "bad RAM size {}",
+                state.ram_size
+            )));
+        }
+        Ok((state, &body[end..]))
+    }
+
+    /// A machine from decoded state and RAM: derived state (TLBs, decoded
+    /// pages, digest cache, dirty tracking) starts cold.
+    fn from_parts(state: SnapshotState, ram: Ram) -> Machine {
+        let mut hart = state.hart;
+        hart.after_restore();
+        Machine::assemble(hart, ram, state.board)
+    }
+
     /// Saves the complete machine state. Call between runs, after the
     /// driver has taken the outputs.
     pub fn save_snapshot<W: Write>(&self, w: W) -> Result<(), SnapshotError> {
         let mut w = CrcWriter { inner: w, crc: 0 };
-        w.write_all(SNAPSHOT_MAGIC)?;
-        w.write_all(&SNAPSHOT_VERSION.to_le_bytes())?;
-        let state = SnapshotState {
-            ram_size: self.ram.size(),
-            hart: self.hart.clone(),
-            board: self.board.clone(),
-        };
-        let enc = postcard::to_stdvec(&state).map_err(|e| SnapshotError::Decode(e.to_string()))?;
-        w.write_all(&(enc.len() as u64).to_le_bytes())?;
-        w.write_all(&enc)?;
+        self.write_state_head(&mut w, SNAPSHOT_MAGIC, SNAPSHOT_VERSION)?;
         // RAM: a bitmap of non-zero pages, then those pages.
         let bytes = self.ram.as_bytes();
         let pages = bytes.len() / PAGE;
@@ -254,46 +342,11 @@ impl Machine {
     pub fn load_snapshot<R: Read>(mut r: R) -> Result<Machine, SnapshotError> {
         let mut all = Vec::new();
         r.read_to_end(&mut all)?;
-        let short = || SnapshotError::Io(std::io::ErrorKind::UnexpectedEof.into());
-        if all.len() < 8 || &all[..8] != SNAPSHOT_MAGIC {
-            return Err(SnapshotError::BadMagic);
-        }
-        if all.len() < 24 {
-            return Err(short());
-        }
-        let version = u32::from_le_bytes(all[8..12].try_into().map_err(|_| short())?);
-        if version != SNAPSHOT_VERSION {
-            return Err(SnapshotError::Version { found: version });
-        }
-        let (body, tail) = all.split_at(all.len() - 4);
-        let stored = u32::from_le_bytes(tail.try_into().map_err(|_| short())?);
-        let computed = crc32c::crc32c(body);
-        if stored != computed {
-            return Err(SnapshotError::Checksum { stored, computed });
-        }
-        let len = u64::from_le_bytes(body[12..20].try_into().map_err(|_| short())?) as usize;
-        let enc = body
-            .get(20..20usize.saturating_add(len))
-            .ok_or_else(short)?;
-        let state: SnapshotState =
-            postcard::from_bytes(enc).map_err(|e| SnapshotError::Decode(e.to_string()))?;
-        if state.ram_size == 0
-            || !state.ram_size.is_multiple_of(1 << 20)
-            || state.ram_size > (1 << 36)
-        {
-            return Err(SnapshotError::Decode(format!(
-                "bad RAM size {}",
-                state.ram_size
-            )));
-        }
+        let (state, body) = Machine::open_container(&all, SNAPSHOT_MAGIC, SNAPSHOT_VERSION)?;
         let mut ram = Ram::new(RAM_BASE, state.ram_size);
         let pages = (state.ram_size as usize) / PAGE;
-        let mut pos = 20 + len;
-        let bitmap = body
-            .get(pos..pos + pages.div_ceil(8))
-            .ok_or_else(short)?
-            .to_vec();
-        pos += bitmap.len();
+        let bitmap = body.get(..pages.div_ceil(8)).ok_or_else(short)?;
+        let mut pos = bitmap.len();
         {
             let dst = ram.as_bytes_mut();
             for p in 0..pages {
@@ -310,13 +363,57 @@ impl Machine {
                 body.len() - pos
             )));
         }
-        let mut hart = state.hart;
-        hart.after_restore();
-        Ok(Machine {
-            hart,
-            ram,
-            board: state.board,
-            digest_cache: DigestCache::default(),
-        })
+        Ok(Machine::from_parts(state, ram))
+    }
+
+    /// Everything but RAM contents, as versioned and CRC32C-checked bytes
+    /// (`FTVMSTAT`, the same container and state encoding as a snapshot,
+    /// without the RAM payload): the hart (registers, CSRs, privilege level,
+    /// WFI, LR reservation, step count), the board (CLINT, PLIC, UART, RTC,
+    /// test device, every virtio device and its queue state), the guest
+    /// clock and the RAM size. Caches that do not affect execution (TLBs,
+    /// decoded pages, digest hashes, dirty tracking) are not included.
+    ///
+    /// For live migration: call between runs, after the driver has taken
+    /// the outputs, and pair it with the RAM contents at the same step
+    /// (see [`Machine::start_dirty_log`]) for [`Machine::from_state_and_ram`].
+    pub fn save_state_without_ram(&self) -> Vec<u8> {
+        let mut w = CrcWriter {
+            inner: Vec::new(),
+            crc: 0,
+        };
+        // Writing plain data to a Vec cannot fail.
+        self.write_state_head(&mut w, STATE_MAGIC, STATE_VERSION)
+            .expect("machine state always encodes");
+        let crc = w.crc;
+        let mut out = w.inner;
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// A machine from [`Machine::save_state_without_ram`] bytes and a full
+    /// RAM image (`ram.len()` must equal the saved RAM size). It continues
+    /// exactly as the saved machine would (given the same inputs), and its
+    /// [`Machine::digest`] equals the saved machine's when `ram` equals its
+    /// RAM. Bad magic, another version, truncated or corrupt bytes, and a
+    /// wrong RAM length are errors.
+    pub fn from_state_and_ram(state: &[u8], ram: Vec<u8>) -> Result<Machine, SnapshotError> {
+        let (st, rest) = Machine::open_container(state, STATE_MAGIC, STATE_VERSION)?;
+        if !rest.is_empty() {
+            return Err(SnapshotError::Decode(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        if ram.len() as u64 != st.ram_size {
+            return Err(SnapshotError::RamLength {
+                expected: st.ram_size,
+                found: ram.len() as u64,
+            });
+        }
+        let mut r = Ram::new(RAM_BASE, st.ram_size);
+        r.as_bytes_mut().copy_from_slice(&ram);
+        drop(ram);
+        Ok(Machine::from_parts(st, r))
     }
 }
