@@ -335,7 +335,7 @@ impl NetBackend for TapDevice {
 
 /// Opens an existing TAP device. ftvm does not create one on the fly: a
 /// network that silently appears unconnected is worse than an error.
-fn open_tap(name: &str) -> Result<TapDevice> {
+pub fn open_tap(name: &str) -> Result<TapDevice> {
     // Names the kernel would refuse get the host library's own message.
     let plausible = !name.is_empty() && name.len() < 16 && !name.contains(['/', ' ', ':']);
     if plausible && !std::path::Path::new("/sys/class/net").join(name).exists() {

@@ -26,6 +26,8 @@ pub enum HostEvent {
 pub enum FtEvent {
     /// A logging connection was established (dialled or accepted).
     Connected { conn: u64, stream: TcpStream },
+    /// A new backup connected to the `--join-listen` address.
+    Joiner { conn: u64, stream: TcpStream },
     /// A dial attempt failed.
     DialFailed { error: String },
     /// A complete frame arrived.

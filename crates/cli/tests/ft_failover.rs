@@ -21,6 +21,13 @@
 //!   (SIGSTOP), the guest's reply does not reach the client; it does once
 //!   the backup runs again — the output rule seen from the wire.
 //! - `pair_runs_on_qemu_nbd`: the disk served by `qemu-nbd` instead.
+//! - `five_rounds_of_failover_and_rejoin`: kill the process running the
+//!   guest, the other goes live, a new backup joins it (`--join`) on the
+//!   host that died; five times, under one client connection's load, every
+//!   acknowledged write present at the end, one arbiter win per round.
+//! - `interrupted_joins_leave_a_working_primary`: joiners killed during the
+//!   pre-copy and right after joining; the primary runs on, and a later
+//!   join succeeds and fails over.
 //!
 //! They need root, `/dev/net/tun`, `redis-cli` and the guest image; without
 //! them they print a note and pass. Pairs boot one at a time.
@@ -67,6 +74,11 @@ enum DiskServer {
 struct Pair {
     net: TestNet,
     dir: Scratch,
+    /// `--drive` argument value, failure timeout and extra options of every
+    /// ftvm process of the pair.
+    drive: String,
+    failure_timeout_ms: u64,
+    extra: Vec<String>,
     storage: Child,
     qemu_nbd: Option<Child>,
     primary: Option<Child>,
@@ -161,39 +173,16 @@ impl Pair {
         let mut pair = Pair {
             net,
             dir,
+            drive: format!("nbd://{nbd}/vm0"),
+            failure_timeout_ms,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
             storage,
             qemu_nbd,
             primary: None,
             backup: None,
         };
         pair.wait_storage();
-        let g = guest_dir();
-        let images = |c: &mut Command| {
-            c.arg("--bios")
-                .arg(g.join("fw_jump.bin"))
-                .arg("--kernel")
-                .arg(g.join("Image"))
-                .arg("--initrd")
-                .arg(g.join("initrd.cpio.gz"))
-                .args(["--drive", &format!("nbd://{nbd}/vm0"), "--net", "tap:tap0"])
-                .args(["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS])
-                .args(["--failure-timeout-ms", &failure_timeout_ms.to_string()])
-                .args(extra)
-                .arg("--no-input");
-        };
-        let mut b = ftvm_in(&pair.net.ns("h2"));
-        b.args(["backup", "--listen", LOG_ADDR, "--console"])
-            .arg(format!(
-                "file:{}",
-                pair.dir.path("console-backup.txt").display()
-            ));
-        images(&mut b);
-        pair.backup = Some(
-            b.stdout(Stdio::null())
-                .stderr(log_file(&pair.dir, "backup.log"))
-                .spawn()
-                .expect("start the backup"),
-        );
+        pair.backup = Some(pair.spawn_backup("h2", "backup", None));
         let mut p = ftvm_in(&pair.net.ns("h1"));
         p.args(["primary", "--backup", LOG_ADDR, "--console"])
             .arg(format!(
@@ -204,7 +193,7 @@ impl Pair {
                 "--append",
                 &format!("console=ttyS0 ftvm.ip=10.77.0.2/24 ftvm.redis {append_extra}"),
             ]);
-        images(&mut p);
+        pair.machine_args(&mut p, "h1");
         pair.primary = Some(
             p.stdout(Stdio::null())
                 .stderr(log_file(&pair.dir, "primary.log"))
@@ -214,6 +203,48 @@ impl Pair {
         pair.ping(Duration::from_secs(300));
         pair.wait_phase("h2", "following", Duration::from_secs(30));
         pair
+    }
+
+    /// The options every ftvm process of the pair on `host` gets.
+    fn machine_args(&self, c: &mut Command, host: &str) {
+        let g = guest_dir();
+        let i = &host[1..];
+        c.arg("--bios")
+            .arg(g.join("fw_jump.bin"))
+            .arg("--kernel")
+            .arg(g.join("Image"))
+            .arg("--initrd")
+            .arg(g.join("initrd.cpio.gz"))
+            .args(["--drive", &self.drive, "--net", "tap:tap0"])
+            .args(["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS])
+            .args(["--join-listen", &format!("10.78.0.{i}:7001")])
+            .args(["--failure-timeout-ms", &self.failure_timeout_ms.to_string()])
+            .args(&self.extra)
+            .arg("--no-input");
+    }
+
+    /// Starts `ftvm backup` on `host` (listening on its logging address),
+    /// joining the primary at `join` if given; logs to `NAME.log`.
+    fn spawn_backup(&self, host: &str, name: &str, join: Option<&str>) -> Child {
+        let mut b = ftvm_in(&self.net.ns(host));
+        b.args([
+            "backup",
+            "--listen",
+            &format!("10.78.0.{}:7000", &host[1..]),
+        ])
+        .arg("--console")
+        .arg(format!(
+            "file:{}",
+            self.dir.path(&format!("console-{name}.txt")).display()
+        ));
+        if let Some(j) = join {
+            b.args(["--join", j]);
+        }
+        self.machine_args(&mut b, host);
+        b.stdout(Stdio::null())
+            .stderr(log_file(&self.dir, &format!("{name}.log")))
+            .spawn()
+            .expect("start a backup")
     }
 
     fn wait_storage(&mut self) {
@@ -666,4 +697,105 @@ fn pair_runs_on_qemu_nbd() {
 
 fn repo_root_path() -> PathBuf {
     common::repo_root()
+}
+
+#[test]
+fn five_rounds_of_failover_and_rejoin() {
+    if !possible("five_rounds_of_failover_and_rejoin") {
+        return;
+    }
+    let _vm = vm_lock();
+    let mut pair = Pair::start(9, DiskServer::Ftvm, "", 500);
+    let stop = pair.dir.path("stop-load");
+    let load = in_ns(&pair.net.ns("c"), &loadgen())
+        .args([
+            "write",
+            "--addr",
+            REDIS,
+            "--prefix",
+            "k",
+            "--duration",
+            "600",
+        ])
+        .arg("--until-file")
+        .arg(&stop)
+        .arg("--acked-file")
+        .arg(pair.dir.path("k.acked"))
+        .arg("--report")
+        .arg(pair.dir.path("k.json"))
+        .stdout(Stdio::null())
+        .stderr(log_file(&pair.dir, "k.log"))
+        .spawn()
+        .expect("start ftvm-loadgen");
+    // The process running the guest, and the one following it, by host.
+    let mut active = ("h1", pair.primary.take().expect("primary"));
+    let mut standby = ("h2", pair.backup.take().expect("backup"));
+    for round in 1..=5 {
+        sleep(Duration::from_secs(2));
+        let _ = active.1.kill();
+        let _ = active.1.wait();
+        pair.wait_phase(standby.0, "live", Duration::from_secs(30));
+        // A new backup on the host that just died joins the survivor.
+        let host = active.0;
+        let join = format!("10.78.0.{}:7001", &standby.0[1..]);
+        let joiner = pair.spawn_backup(host, &format!("joiner{round}"), Some(&join));
+        let t = Instant::now();
+        pair.wait_phase(host, "following", Duration::from_secs(60));
+        pair.wait_phase(standby.0, "paired", Duration::from_secs(10));
+        eprintln!("round {round}: joined in {:?}", t.elapsed());
+        active = std::mem::replace(&mut standby, (host, joiner));
+    }
+    fs::write(&stop, b"").expect("stop the load");
+    let report = pair.finish_load("k", load);
+    eprintln!("load report: {report}");
+    let wins = pair.arbiter_history();
+    assert_eq!(wins.len(), 5, "one go-live per round: {wins:?}");
+    for (i, w) in wins.iter().enumerate() {
+        let gen: u64 = w
+            .split('\t')
+            .next()
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0);
+        assert_eq!(gen, i as u64 + 1, "{wins:?}");
+        assert!(w.contains("backup"), "{wins:?}");
+    }
+    pair.primary = Some(active.1);
+    pair.backup = Some(standby.1);
+}
+
+#[test]
+fn interrupted_joins_leave_a_working_primary() {
+    if !possible("interrupted_joins_leave_a_working_primary") {
+        return;
+    }
+    let _vm = vm_lock();
+    let mut pair = Pair::start(0, DiskServer::Ftvm, "", 500);
+    let load = pair.start_load("k", 30);
+    sleep(Duration::from_secs(1));
+    Pair::kill(&mut pair.backup);
+    pair.wait_phase("h1", "alone", Duration::from_secs(30));
+    let join = "10.78.0.1:7001";
+    // 1. The joiner dies during the pre-copy.
+    let mut j = Some(pair.spawn_backup("h2", "joiner1", Some(join)));
+    sleep(Duration::from_millis(300));
+    Pair::kill(&mut j);
+    sleep(Duration::from_secs(1));
+    pair.wait_phase("h1", "alone", Duration::from_secs(10));
+    // 2. The joiner dies as soon as it has joined (the first log seconds).
+    let mut j = Some(pair.spawn_backup("h2", "joiner2", Some(join)));
+    pair.wait_phase("h2", "following", Duration::from_secs(60));
+    Pair::kill(&mut j);
+    pair.wait_phase("h1", "alone", Duration::from_secs(30));
+    // 3. A later join succeeds, and that pair fails over cleanly.
+    pair.backup = Some(pair.spawn_backup("h2", "joiner3", Some(join)));
+    pair.wait_phase("h2", "following", Duration::from_secs(60));
+    pair.wait_phase("h1", "paired", Duration::from_secs(10));
+    Pair::kill(&mut pair.primary);
+    pair.wait_phase("h2", "live", Duration::from_secs(30));
+    pair.finish_load("k", load);
+    let wins = pair.arbiter_history();
+    // Generation 1: the primary alone; 2: the primary again after the
+    // second joiner died; 3: the third joiner's go-live.
+    assert_eq!(wins.len(), 3, "{wins:?}");
+    assert!(wins[2].starts_with("3\tbackup"), "{wins:?}");
 }

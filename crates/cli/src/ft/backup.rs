@@ -30,10 +30,11 @@ use ftvm_machine::{Input, Machine, MachineConfig, Output, Slot, Stop};
 use ftvm_replay::{recorded_config, OutputHasher, Record};
 
 use super::arbiter::Arbiter;
+use super::join;
 use super::link::{start_listener, Link};
 use super::primary::{Live, LiveSetup};
 use super::status::{Board, Report};
-use super::{Clock, FtArgs, ACK_QUANTUM, EXIT_DIVERGED, EXIT_HALTED};
+use super::{Clock, FtArgs, FtSettings, ACK_QUANTUM, EXIT_DIVERGED, EXIT_HALTED};
 use crate::console::ConsoleTarget;
 use crate::devices;
 use crate::driver::{install_signal_handlers, STOP_REQUESTED};
@@ -43,6 +44,8 @@ use crate::machine_args::MachineArgs;
 /// Longest the loop sleeps with nothing to replay.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(20);
 const PUBLISH_MS: u64 = 250;
+/// Digests a backup that went live sends to a backup joining it.
+const DEFAULT_DIGEST_INTERVAL: u64 = 1_000_000_000;
 /// Numbers for accepted connections start here (the link never dials).
 const FIRST_ACCEPTED_ID: u64 = 1 << 32;
 
@@ -53,6 +56,11 @@ pub struct BackupArgs {
     /// Where to accept the primary's logging connection.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: SocketAddr,
+    /// Join a primary that runs the guest without a backup (its
+    /// `--join-listen` address): receive its state while it runs, then
+    /// follow it as a new pair (re-protection).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join: Option<SocketAddr>,
     /// Where console output goes once live: stdio, null, or file:PATH.
     #[arg(long, value_name = "TARGET", default_value = "stdio")]
     pub console: ConsoleTarget,
@@ -215,6 +223,8 @@ impl Follower {
 
 struct BackupDriver {
     args: BackupArgs,
+    /// The TAP devices, attached since startup, read only once live.
+    taps: Vec<ftvm_host::TapDevice>,
     own: MachineConfig,
     identity: [u8; 32],
     core: Backup,
@@ -226,6 +236,8 @@ struct BackupDriver {
     arbiter: Arbiter,
     clock: Clock,
     started: std::time::Instant,
+    /// The pair's generation (a joined backup's comes from its primary).
+    generation: u64,
     tx: Sender<HostEvent>,
     events: Receiver<HostEvent>,
     follower: Option<Follower>,
@@ -286,7 +298,7 @@ impl BackupDriver {
                 };
                 let from = link.peer().map(|a| a.to_string()).unwrap_or_default();
                 let ours = matches!(&frame.message, Message::Hello(h) if h.vm == self.args.ft.vm)
-                    && frame.generation == self.args.ft.generation;
+                    && frame.generation == self.generation;
                 if !ours {
                     eprintln!(
                         "ftvm: backup: refused a connection from {from} that did not start with this pair's Hello (got {:?}, generation {})",
@@ -356,7 +368,8 @@ impl BackupDriver {
                     self.core.on_disconnect(now);
                 }
             }
-            FtEvent::DialFailed { .. } => {}
+            // A following backup neither dials nor takes joins.
+            FtEvent::DialFailed { .. } | FtEvent::Joiner { .. } => {}
             FtEvent::Arbiter(result, detail) => {
                 eprintln!("ftvm: backup: arbiter: {result:?}: {detail}");
                 if let Err(e) = self.core.on_arbiter_result(now, result) {
@@ -527,18 +540,32 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
     // primary; image files are the primary's). They are opened for real
     // when going live.
     let (own, _paths) = args.machine.build_probed()?;
+    // The TAP devices are attached now and kept, unread, until going live:
+    // a freshly attached TAP can lose frames for up to a second while the
+    // kernel notices its carrier, which a takeover cannot afford. The
+    // backup never transmits while following, so no switch learns the
+    // guest's MAC here before it goes live.
+    let taps = args
+        .machine
+        .nets
+        .iter()
+        .map(|n| {
+            devices::open_tap(&n.tap).with_context(|| format!("network backend tap:{}", n.tap))
+        })
+        .collect::<Result<Vec<_>>>()?;
     let identity = ftvm_replay::pair_identity(&own);
     let mut config = args.ft.config(identity);
     // With no machine before the primary's Hello there is nothing to take
     // over: wait for the first contact as long as it takes.
     config.startup_timeout_ms = u64::MAX / 4;
     let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm);
-    arbiter.check_generation(args.ft.generation)?;
+    if args.join.is_none() {
+        arbiter.check_generation(args.ft.generation)?;
+    }
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen for the primary on {}", args.listen))?;
     let local = listener.local_addr()?;
     let (tx, rx) = mpsc::channel();
-    start_listener(listener, tx.clone(), FIRST_ACCEPTED_ID)?;
     let board = Board::default();
     if let Some(addr) = args.ft.status {
         let a = board.serve(addr)?;
@@ -546,30 +573,58 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
     }
     install_signal_handlers();
     let clock = Clock::new(0);
-    let core = ftvm_ft::Backup::new(config, clock.ms()).context("bad FT configuration")?;
-    eprintln!(
-        "ftvm: backup: VM {:?} generation {}, waiting for the primary on {local}",
-        args.ft.vm, args.ft.generation
-    );
+    let mut link = Link::new(tx.clone(), "backup");
+    let mut follower = None;
+    let mut virtio = Vec::new();
+    let mut generation = args.ft.generation;
+    let core = match args.join {
+        None => {
+            eprintln!(
+                "ftvm: backup: VM {:?} generation {generation}, waiting for the primary on {local}",
+                args.ft.vm
+            );
+            ftvm_ft::Backup::new(config, clock.ms()).context("bad FT configuration")?
+        }
+        Some(donor) => {
+            eprintln!(
+                "ftvm: backup: VM {:?}: asking the primary at {donor} to take this backup",
+                args.ft.vm
+            );
+            let j = join::receive(donor, &args.ft.vm, identity, local, link, &rx)?;
+            link = j.link;
+            generation = j.generation;
+            config.generation = generation;
+            virtio = own.virtio.clone();
+            follower = Some(Follower::new(j.machine));
+            let mut core = ftvm_ft::Backup::new_at(config, clock.ms(), j.icount)
+                .context("bad FT configuration")?;
+            core.on_connected(clock.ms())
+                .context("cannot start the pair on the join connection")?;
+            core
+        }
+    };
+    start_listener(listener, tx.clone(), FIRST_ACCEPTED_ID, false)?;
     let report = Report {
         vm: args.ft.vm.clone(),
         started_as: Role::Backup.as_str().into(),
-        generation: args.ft.generation,
+        generation,
         ..Report::default()
     };
     let mut d = BackupDriver {
+        taps,
         own,
         identity,
         core,
-        link: Link::new(tx.clone(), "backup"),
+        link,
         probation: None,
         arbiter,
         clock,
         started: std::time::Instant::now(),
+        generation,
         tx,
         events: rx,
-        follower: None,
-        virtio: Vec::new(),
+        follower,
+        virtio,
         draining: false,
         board,
         report,
@@ -591,8 +646,22 @@ fn go_live(d: BackupDriver) -> Result<u8> {
         f.machine.icount()
     );
     let m = &d.args.machine;
-    let (_, backends) = devices::open(&m.drives, &m.nets, !m.no_rng)
-        .context("cannot attach the real devices to go live")?;
+    let (_, mut backends) =
+        devices::open(&m.drives, &[], false).context("cannot attach the disks to go live")?;
+    let mut buf = vec![0u8; ftvm_host::tap::MAX_FRAME];
+    for (i, tap) in d.taps.into_iter().enumerate() {
+        // Frames queued while following were the primary's business.
+        let mut stale = 0;
+        while let Ok(ftvm_host::tap::Recv::Frame(_)) =
+            tap.recv_timeout(&mut buf, Some(Duration::ZERO))
+        {
+            stale += 1;
+        }
+        tracing::debug!("dropped {stale} frames queued on the TAP while following");
+        backends
+            .nets
+            .insert((m.drives.len() + i) as ftvm_machine::Slot, Box::new(tap));
+    }
     let unreleased: Vec<Output> = f
         .unmarked
         .into_iter()
@@ -617,6 +686,13 @@ fn go_live(d: BackupDriver) -> Result<u8> {
             clock,
             board: d.board,
             report,
+            settings: FtSettings {
+                ft: d.args.ft.clone(),
+                identity: d.identity,
+                log_header: d.core.log_header().map(<[u8]>::to_vec).unwrap_or_default(),
+                digest_interval: DEFAULT_DIGEST_INTERVAL,
+                generation: d.generation,
+            },
             started: d.started,
             channel: (d.tx, d.events),
         },

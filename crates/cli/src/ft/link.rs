@@ -189,6 +189,13 @@ impl Link {
         }
     }
 
+    /// Bytes waiting for the writer thread.
+    pub fn queued_bytes(&self) -> usize {
+        self.current
+            .as_ref()
+            .map_or(0, |c| c.queued.load(Ordering::Acquire))
+    }
+
     /// Whether the current connection completed its handshake.
     pub fn is_handshaken(&self) -> bool {
         self.handshaken
@@ -330,7 +337,14 @@ fn read_loop(conn: u64, mut stream: TcpStream, tx: Sender<HostEvent>) {
 /// Accepts logging connections on `listener` and reports each as
 /// `Connected` with a number from `ids` (the driver decides whether to use
 /// it; a refused stream is simply dropped).
-pub fn start_listener(listener: TcpListener, tx: Sender<HostEvent>, first_id: u64) -> Result<()> {
+/// With `joins`, connections are reported as `Joiner` (new backups asking
+/// to join) instead.
+pub fn start_listener(
+    listener: TcpListener,
+    tx: Sender<HostEvent>,
+    first_id: u64,
+    joins: bool,
+) -> Result<()> {
     thread::Builder::new()
         .name("ft-listen".into())
         .spawn(move || {
@@ -339,10 +353,12 @@ pub fn start_listener(listener: TcpListener, tx: Sender<HostEvent>, first_id: u6
                 match stream {
                     Ok(stream) => {
                         id += 1;
-                        if tx
-                            .send(HostEvent::Ft(FtEvent::Connected { conn: id, stream }))
-                            .is_err()
-                        {
+                        let ev = if joins {
+                            FtEvent::Joiner { conn: id, stream }
+                        } else {
+                            FtEvent::Connected { conn: id, stream }
+                        };
+                        if tx.send(HostEvent::Ft(ev)).is_err() {
                             return;
                         }
                     }

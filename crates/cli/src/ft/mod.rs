@@ -20,6 +20,7 @@
 
 pub mod arbiter;
 pub mod backup;
+pub mod join;
 pub mod link;
 pub mod primary;
 pub mod status;
@@ -79,6 +80,24 @@ pub struct FtArgs {
     /// Halt if the arbiter has not answered a failover this long.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub arbiter_deadline_ms: u64,
+    /// Accept new backups (`ftvm backup --join`) on this address whenever
+    /// this process runs the guest without one (re-protection).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub join_listen: Option<SocketAddr>,
+}
+
+/// What a process running the guest needs to form a new pair with a
+/// joining backup.
+#[derive(Clone, Debug)]
+pub struct FtSettings {
+    pub ft: FtArgs,
+    /// `pair_identity` of the machine.
+    pub identity: [u8; 32],
+    /// The log header the primary sends in its Hello.
+    pub log_header: Vec<u8>,
+    pub digest_interval: u64,
+    /// The generation of the pair this process belongs to now.
+    pub generation: u64,
 }
 
 impl FtArgs {

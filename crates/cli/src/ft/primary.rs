@@ -13,7 +13,7 @@
 //! arbiter and runs alone) outputs go straight out.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
@@ -26,9 +26,10 @@ use ftvm_machine::{DeviceConfig, Finisher, Input, Machine, Output, Stop};
 use ftvm_replay::{OutputHasher, Record};
 
 use super::arbiter::Arbiter;
-use super::link::Link;
+use super::join::{Donation, DonorStep};
+use super::link::{start_listener, Link};
 use super::status::{Board, Report};
-use super::{Clock, FtArgs, ACK_QUANTUM, EXIT_HALTED, FT_QUANTUM};
+use super::{Clock, FtArgs, FtSettings, ACK_QUANTUM, EXIT_HALTED, FT_QUANTUM};
 use crate::console::{Console, ConsoleTarget, Filtered};
 use crate::devices::{self, Backends};
 use crate::driver::{install_signal_handlers, STOP_REQUESTED};
@@ -88,7 +89,9 @@ struct Pairing {
     core: Primary,
     link: Link,
     arbiter: Arbiter,
-    backup: SocketAddr,
+    /// Where to dial the backup (again); `None` for a joined backup that
+    /// gave no address (the pair then lives on its first connection).
+    backup: Option<SocketAddr>,
     next_dial_ms: u64,
     dial_warned: bool,
     held: VecDeque<(OutputId, Output)>,
@@ -109,6 +112,16 @@ pub struct Live {
     pending: VecDeque<Input>,
     clock: Clock,
     pair: Option<Pairing>,
+    /// How to form a new pair when a backup joins (`--join-listen`).
+    settings: FtSettings,
+    /// A join in progress.
+    donation: Option<Donation>,
+    /// Block requests submitted to the disk and not yet completed: a join
+    /// pauses only when there are none, so the new backup, which cannot
+    /// know about them, never has to re-issue one.
+    inflight_blk: usize,
+    /// When (ms on `clock`) to repeat the MAC announcement after going live.
+    announce_at: Vec<u64>,
     board: Board,
     report: Report,
     started: std::time::Instant,
@@ -147,6 +160,7 @@ pub struct LiveSetup {
     pub clock: Clock,
     pub board: Board,
     pub report: Report,
+    pub settings: FtSettings,
     /// When the process started (for the uptime in status reports).
     pub started: std::time::Instant,
     pub channel: (Sender<HostEvent>, Receiver<HostEvent>),
@@ -159,6 +173,11 @@ impl Live {
         backends.start_readers(&tx)?;
         backends.start_disk_worker(&tx)?;
         let console = Console::open(&s.console, s.read_input.then(|| tx.clone()))?;
+        if let Some(addr) = s.settings.ft.join_listen {
+            let l = TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen for joining backups on {addr}"))?;
+            start_listener(l, tx.clone(), 1 << 40, true)?;
+        }
         Ok(Live {
             machine: s.machine,
             virtio: s.virtio,
@@ -169,6 +188,10 @@ impl Live {
             pending: VecDeque::new(),
             clock: s.clock,
             pair: None,
+            settings: s.settings,
+            donation: None,
+            inflight_blk: 0,
+            announce_at: Vec::new(),
             board: s.board,
             report: s.report,
             started: s.started,
@@ -187,6 +210,9 @@ impl Live {
         let mut live = Live::build(s)?;
         live.report.solo_since_s = Some(live.started.elapsed().as_secs_f64());
         live.announce();
+        // Again a few times, as after a live migration, in case a switch
+        // missed the first ones.
+        live.announce_at = vec![700, 300, 100];
         for o in unreleased.into_iter().chain(resubmit) {
             live.perform(o)?;
         }
@@ -232,11 +258,10 @@ impl Live {
         match o {
             Output::Console(bytes) => self.console.write(&bytes)?,
             Output::NetTx { slot, frame } => self.backends.transmit(slot, &frame),
-            Output::Blk { slot, id, op } => {
-                if let Some(done) = self.backends.submit_block(slot, id, op) {
-                    self.pending.push_back(done);
-                }
-            }
+            Output::Blk { slot, id, op } => match self.backends.submit_block(slot, id, op) {
+                Some(done) => self.pending.push_back(done),
+                None => self.inflight_blk += 1,
+            },
             Output::Rng { slot, id, len } => {
                 self.pending.push_back(devices::entropy(slot, id, len))
             }
@@ -341,6 +366,10 @@ impl Live {
 
     fn ft_event(&mut self, ev: FtEvent) -> Result<()> {
         let now = self.clock.ms();
+        let ev = match self.join_event(ev)? {
+            Some(ev) => ev,
+            None => return Ok(()),
+        };
         let Some(p) = self.pair.as_mut() else {
             return Ok(());
         };
@@ -352,6 +381,7 @@ impl Live {
                     p.dial_warned = false;
                 }
             }
+            FtEvent::Joiner { .. } => {}
             FtEvent::DialFailed { error } => {
                 p.link.dial_done();
                 p.next_dial_ms = now + REDIAL_MS;
@@ -396,6 +426,146 @@ impl Live {
         Ok(())
     }
 
+    /// Whether this process runs the guest without a backup (and so may
+    /// take a joining one).
+    fn solo(&self) -> bool {
+        self.pair
+            .as_ref()
+            .is_none_or(|p| p.core.phase() == Phase::Alone)
+    }
+
+    /// Join traffic: a joiner connecting, its request, its going away.
+    /// Returns the event if it is not about a join.
+    fn join_event(&mut self, ev: FtEvent) -> Result<Option<FtEvent>> {
+        match ev {
+            FtEvent::Joiner { conn, stream } => {
+                let from = stream
+                    .peer_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                let mut link = Link::new(self.tx.clone(), "primary");
+                link.attach(conn, stream)?;
+                let d = Donation::new(conn, link);
+                if self.donation.is_some() {
+                    eprintln!(
+                        "ftvm: primary: refusing a join from {from}: another join is in progress"
+                    );
+                    d.refuse("another backup is joining");
+                } else if !self.solo() {
+                    eprintln!("ftvm: primary: refusing a join from {from}: the VM has a backup");
+                    d.refuse("this VM already has a backup");
+                } else {
+                    self.donation = Some(d);
+                }
+                Ok(None)
+            }
+            FtEvent::Frame { conn, frame }
+                if self.donation.as_ref().is_some_and(|d| d.conn == conn) =>
+            {
+                let Some(mut d) = self.donation.take() else {
+                    return Ok(None);
+                };
+                let from = d.link.peer().map(|a| a.to_string()).unwrap_or_default();
+                let identity = self.settings.identity;
+                match d.on_request(frame, &self.settings.ft.vm, &identity, &mut self.machine) {
+                    Ok(()) => {
+                        eprintln!(
+                            "ftvm: primary: backup at {from} joining: copying {} MiB of RAM while the guest runs",
+                            self.machine.ram.size() >> 20
+                        );
+                        self.donation = Some(d);
+                    }
+                    Err(why) => {
+                        eprintln!("ftvm: primary: refusing a join from {from}: {why}");
+                        self.machine.stop_dirty_log();
+                        d.refuse(&why);
+                    }
+                }
+                Ok(None)
+            }
+            FtEvent::Closed { conn, error }
+                if self.donation.as_ref().is_some_and(|d| d.conn == conn) =>
+            {
+                if let Some(d) = self.donation.take() {
+                    eprintln!(
+                        "ftvm: primary: the join failed ({}); running on alone",
+                        error.unwrap_or_else(|| "the joining backup went away".into())
+                    );
+                    d.abandon(&mut self.machine);
+                }
+                Ok(None)
+            }
+            ev => Ok(Some(ev)),
+        }
+    }
+
+    /// Pre-copies what the joiner's connection takes this turn; when the
+    /// copy has converged, pauses the guest for the rest and forms the new
+    /// pair.
+    fn donate(&mut self) -> Result<()> {
+        let Some(d) = self.donation.as_mut() else {
+            return Ok(());
+        };
+        if let DonorStep::Wait = d.pump(&mut self.machine) {
+            return Ok(());
+        }
+        if self.inflight_blk > 0 {
+            // Pause once the disk requests in flight have completed.
+            return Ok(());
+        }
+        let Some(mut d) = self.donation.take() else {
+            return Ok(());
+        };
+        let pause = std::time::Instant::now();
+        let generation = self.settings.generation + 1;
+        let ft = &self.settings.ft;
+        let arbiter = ftvm_storage::ArbiterClient::new(ft.arbiter);
+        if let Err(e) = arbiter.advance(&ft.vm, generation, Duration::from_secs(2)) {
+            eprintln!(
+                "ftvm: primary: the join failed: cannot start generation {generation} at the arbiter ({e}); running on alone"
+            );
+            self.machine.stop_dirty_log();
+            d.refuse("the primary could not advance the generation at the arbiter");
+            return Ok(());
+        }
+        let icount = d.finish(&mut self.machine, generation);
+        let now = self.clock.ms();
+        let mut cfg = ft.config(self.settings.identity);
+        cfg.generation = generation;
+        cfg.log_header = self.settings.log_header.clone();
+        let mut core = Primary::new_at(cfg, now, icount).context("bad FT configuration")?;
+        core.on_connected(now)
+            .context("the new pair refused its connection")?;
+        let paused = pause.elapsed();
+        eprintln!(
+            "ftvm: primary: backup joined at step {icount}: {} MiB in {:.2} s, guest paused {:.1} ms; protected again (generation {generation})",
+            d.bytes >> 20,
+            d.started.elapsed().as_secs_f64(),
+            paused.as_secs_f64() * 1e3
+        );
+        self.settings.generation = generation;
+        self.report.generation = generation;
+        self.report.solo_since_s = None;
+        self.report.joins += 1;
+        self.report.last_join_s = Some(d.started.elapsed().as_secs_f64());
+        self.report.last_join_pause_ms = Some(paused.as_secs_f64() * 1e3);
+        let digest_interval = self.settings.digest_interval;
+        self.pair = Some(Pairing {
+            core,
+            link: d.link,
+            arbiter: Arbiter::new(ft.arbiter, &ft.vm),
+            backup: d.joiner_listen,
+            next_dial_ms: 0,
+            dial_warned: false,
+            held: VecDeque::new(),
+            next_output: 1,
+            digest_interval,
+            next_digest: icount.saturating_add(digest_interval),
+            throttle_until: 0,
+        });
+        Ok(())
+    }
+
     fn host_event(&mut self, ev: HostEvent) -> Result<()> {
         match ev {
             HostEvent::Console(bytes) => match self.console.filter(bytes) {
@@ -404,7 +574,12 @@ impl Live {
                 Filtered::Quit => self.quit = true,
             },
             HostEvent::Frame(slot, frame) => self.apply(Input::NetRx { slot, frame })?,
-            HostEvent::Completion(input) => self.apply(input)?,
+            HostEvent::Completion(input) => {
+                if matches!(input, Input::BlkDone { .. }) {
+                    self.inflight_blk = self.inflight_blk.saturating_sub(1);
+                }
+                self.apply(input)?
+            }
             HostEvent::Ft(ev) => self.ft_event(ev)?,
         }
         Ok(())
@@ -419,7 +594,9 @@ impl Live {
                 && !p.link.is_dialing()
                 && now >= p.next_dial_ms
             {
-                p.link.dial(p.backup);
+                if let Some(addr) = p.backup {
+                    p.link.dial(addr);
+                }
             }
         }
     }
@@ -513,6 +690,10 @@ impl Live {
                 return Ok(end);
             }
             self.maybe_dial();
+            if self.announce_at.last().is_some_and(|&t| now >= t) {
+                self.announce_at.pop();
+                self.announce();
+            }
             self.publish(false);
             let throttle = self.pair.as_ref().map_or(0, |p| p.throttle_until);
             if now < throttle {
@@ -531,6 +712,7 @@ impl Live {
                 self.host_event(ev)?;
             }
             self.digest_if_due()?;
+            self.donate()?;
             // While outputs wait for the backup, come back for its
             // acknowledgement sooner.
             let waiting = self.pair.as_ref().is_some_and(|p| !p.held.is_empty());
@@ -678,6 +860,7 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
     );
     let mut config = args.ft.config(identity);
     config.log_header = header.encode().context("cannot encode the log header")?;
+    let config_header = config.log_header.clone();
     let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm);
     arbiter.check_generation(args.ft.generation)?;
     let clock = Clock::new(0);
@@ -705,6 +888,13 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
         clock,
         board,
         report,
+        settings: FtSettings {
+            ft: args.ft.clone(),
+            identity,
+            log_header: config_header,
+            digest_interval: args.digest_interval,
+            generation: args.ft.generation,
+        },
         started: std::time::Instant::now(),
         channel: (tx.clone(), rx),
     })?;
@@ -712,7 +902,7 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
         core,
         link: Link::new(tx, "primary"),
         arbiter,
-        backup: args.backup,
+        backup: Some(args.backup),
         next_dial_ms: 0,
         dial_warned: false,
         held: VecDeque::new(),

@@ -44,8 +44,15 @@ pub struct Report {
     pub log_mbit_s: f64,
     pub throttled_ms: u64,
     pub arbiter_attempts: u32,
-    /// Set once this process went live (backup) or alone (primary).
+    /// Set once this process went live (backup) or alone (primary), and
+    /// cleared when a new backup joins.
     pub solo_since_s: Option<f64>,
+    /// Backups that joined this process (re-protection).
+    pub joins: u64,
+    /// Duration of the last join, from the request to the new pair.
+    pub last_join_s: Option<f64>,
+    /// How long the guest was paused for the last join.
+    pub last_join_pause_ms: Option<f64>,
     pub halted: Option<String>,
 }
 
@@ -159,6 +166,12 @@ pub fn status(args: StatusArgs) -> Result<u8> {
     );
     if let Some(s) = r.solo_since_s {
         println!("  solo since {s:.1} s");
+    }
+    if let (Some(t), Some(p)) = (r.last_join_s, r.last_join_pause_ms) {
+        println!(
+            "  joins:    {} (last took {t:.2} s, guest paused {p:.1} ms)",
+            r.joins
+        );
     }
     if let Some(h) = &r.halted {
         println!("  halted: {h}");

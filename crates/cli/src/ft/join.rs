@@ -1,0 +1,347 @@
+//! Re-protection: a new backup joins a running primary. The joiner dials
+//! the primary's `--join-listen` address and sends a `JoinRequest`; the
+//! primary (the *donor*, which must be running without a backup) checks
+//! the VM and machine identity and copies its RAM while the guest keeps
+//! running: a full pass, then the pages written meanwhile (the machine's
+//! dirty-page log), round after round, until what is left is small. Then it
+//! pauses the guest for one step of its loop: the last dirty pages, the
+//! caches flushed (so both copies continue from identical state), the
+//! machine state without RAM and the new pair's generation — advanced at
+//! the arbiter first, so that no process of the old pair can ever win
+//! again — go out as a `JoinState`, and the same connection becomes the
+//! logging connection of the new pair, starting at that instruction. A join
+//! that fails before that leaves the donor exactly as it was (running alone,
+//! generation unchanged); one that fails after it is a backup failure like
+//! any other. This module holds the donor's copy state and the joiner's
+//! receiving side; `primary.rs` and `backup.rs` call them.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ftvm_ft::wire::{JOIN_PAGE, MAX_JOIN_PAGES};
+use ftvm_ft::{Frame, GoodbyeReason, Message};
+use ftvm_machine::Machine;
+
+use super::link::Link;
+use crate::events::{FtEvent, HostEvent};
+
+/// Stop pre-copying when a round has at most this many dirty pages left
+/// (8 MiB): they are sent during the pause.
+const FINAL_PAGES: usize = 2048;
+/// At most this many pre-copy rounds before pausing anyway (a guest that
+/// writes faster than the link carries never converges).
+const MAX_ROUNDS: u32 = 8;
+/// Bytes queued on the joiner's connection beyond which the donor stops
+/// copying for this turn (the guest runs on meanwhile).
+const MAX_QUEUED: usize = 32 << 20;
+
+/// Where a donation stands.
+enum Stage {
+    /// Connected; waiting for the joiner's JoinRequest.
+    Request,
+    /// Copying RAM: the pages of this round still to send.
+    Copy { left: Vec<u32>, round: u32 },
+}
+
+/// The donor's side of one join.
+pub struct Donation {
+    pub conn: u64,
+    pub link: Link,
+    stage: Stage,
+    /// Where the joiner accepts reconnections of the logging connection.
+    pub joiner_listen: Option<SocketAddr>,
+    pub started: Instant,
+    pub bytes: u64,
+    pub pages_sent: u64,
+}
+
+/// What the donor's loop must do after a step of the donation.
+pub enum DonorStep {
+    /// Nothing more this turn.
+    Wait,
+    /// Pre-copy has converged: pause and finish (`finish`).
+    Finish,
+}
+
+impl Donation {
+    pub fn new(conn: u64, link: Link) -> Donation {
+        Donation {
+            conn,
+            link,
+            stage: Stage::Request,
+            joiner_listen: None,
+            started: Instant::now(),
+            bytes: 0,
+            pages_sent: 0,
+        }
+    }
+
+    /// Refuses the join with `why` (sent to the joiner) and closes.
+    pub fn refuse(mut self, why: &str) {
+        let detail: String = why.chars().take(200).collect();
+        self.link.send(&Frame {
+            generation: 0,
+            message: Message::Goodbye {
+                reason: GoodbyeReason::Error,
+                detail,
+            },
+        });
+        self.link.finish(Duration::from_millis(500));
+    }
+
+    /// The joiner's request. `Err` carries why it is refused.
+    pub fn on_request(
+        &mut self,
+        frame: Frame,
+        vm: &str,
+        identity: &[u8; 32],
+        machine: &mut Machine,
+    ) -> std::result::Result<(), String> {
+        let Message::JoinRequest {
+            vm: their_vm,
+            machine_hash,
+            listen,
+        } = frame.message
+        else {
+            return Err(format!(
+                "expected a JoinRequest, got {}",
+                frame.message.message_type()
+            ));
+        };
+        if !matches!(self.stage, Stage::Request) {
+            return Err("a second JoinRequest".into());
+        }
+        if their_vm != vm {
+            return Err(format!("this is VM {vm:?}, not {their_vm:?}"));
+        }
+        if &machine_hash != identity {
+            return Err(
+                "the joiner's machine differs from this one (memory, devices or images)".into(),
+            );
+        }
+        self.joiner_listen = listen.parse().ok();
+        machine.start_dirty_log();
+        let pages = (machine.ram.size() / JOIN_PAGE as u64) as u32;
+        self.stage = Stage::Copy {
+            left: (0..pages).rev().collect(),
+            round: 0,
+        };
+        Ok(())
+    }
+
+    /// Sends what the connection can take of the current round; starts the
+    /// next round when one is done. Returns `Finish` when it is time to
+    /// pause.
+    pub fn pump(&mut self, machine: &mut Machine) -> DonorStep {
+        loop {
+            let Stage::Copy { left, round } = &mut self.stage else {
+                return DonorStep::Wait;
+            };
+            if left.is_empty() {
+                let dirty = machine.take_dirty_log();
+                if dirty.len() <= FINAL_PAGES || *round + 1 >= MAX_ROUNDS {
+                    // Put them back for the pause.
+                    *left = dirty.into_iter().rev().collect();
+                    return DonorStep::Finish;
+                }
+                *round += 1;
+                *left = dirty.into_iter().rev().collect();
+                continue;
+            }
+            if self.link.queued_bytes() >= MAX_QUEUED {
+                return DonorStep::Wait;
+            }
+            let n = left.len().min(MAX_JOIN_PAGES);
+            let at = left.len() - n;
+            let mut pages: Vec<u32> = left.split_off(at);
+            pages.reverse();
+            send_pages(
+                &mut self.link,
+                machine,
+                pages,
+                &mut self.bytes,
+                &mut self.pages_sent,
+            );
+        }
+    }
+
+    /// The pause: the last pages, flushed caches, the state without RAM,
+    /// sent under the new generation. The guest must not run during it.
+    /// Returns the step at which the new pair starts.
+    pub fn finish(&mut self, machine: &mut Machine, generation: u64) -> u64 {
+        let mut last = match std::mem::replace(&mut self.stage, Stage::Request) {
+            Stage::Copy { left, .. } => left,
+            Stage::Request => Vec::new(),
+        };
+        last.extend(machine.take_dirty_log());
+        last.sort_unstable();
+        last.dedup();
+        machine.stop_dirty_log();
+        for chunk in last.chunks(MAX_JOIN_PAGES) {
+            send_pages(
+                &mut self.link,
+                machine,
+                chunk.to_vec(),
+                &mut self.bytes,
+                &mut self.pages_sent,
+            );
+        }
+        machine.flush_caches();
+        let state = machine.save_state_without_ram();
+        let icount = machine.icount();
+        self.bytes += state.len() as u64;
+        self.link.send(&Frame {
+            generation,
+            message: Message::JoinState { icount, state },
+        });
+        icount
+    }
+
+    /// Stops tracking dirty pages after a join that failed before the pause.
+    pub fn abandon(self, machine: &mut Machine) {
+        machine.stop_dirty_log();
+        let mut link = self.link;
+        link.close();
+    }
+}
+
+fn send_pages(
+    link: &mut Link,
+    machine: &Machine,
+    pages: Vec<u32>,
+    bytes: &mut u64,
+    sent: &mut u64,
+) {
+    let ram = machine.ram.as_bytes();
+    let mut data = Vec::with_capacity(pages.len() * JOIN_PAGE);
+    for &p in &pages {
+        let start = p as usize * JOIN_PAGE;
+        data.extend_from_slice(&ram[start..start + JOIN_PAGE]);
+    }
+    *bytes += data.len() as u64;
+    *sent += pages.len() as u64;
+    link.send(&Frame {
+        generation: 0,
+        message: Message::JoinPages {
+            ram_size: machine.ram.size(),
+            pages,
+            data,
+        },
+    });
+}
+
+/// What a joiner received: the machine at the join step, the new pair's
+/// generation, and the connection that continues as the logging link.
+pub struct Joined {
+    pub machine: Machine,
+    pub icount: u64,
+    pub generation: u64,
+    pub link: Link,
+}
+
+/// The joiner's side: dials `donor`, asks to join and receives the state.
+pub fn receive(
+    donor: SocketAddr,
+    vm: &str,
+    identity: [u8; 32],
+    listen: SocketAddr,
+    link: Link,
+    events: &Receiver<HostEvent>,
+) -> Result<Joined> {
+    let mut link = link;
+    let stream = TcpStream::connect_timeout(&donor, Duration::from_secs(5))
+        .with_context(|| format!("cannot reach the primary's join address {donor}"))?;
+    let conn = link.next_conn_id();
+    link.attach(conn, stream)?;
+    link.send(&Frame {
+        generation: 0,
+        message: Message::JoinRequest {
+            vm: vm.to_string(),
+            machine_hash: identity,
+            listen: listen.to_string(),
+        },
+    });
+    let started = Instant::now();
+    let mut ram: Vec<u8> = Vec::new();
+    let mut received = 0u64;
+    let mut last_report = Instant::now();
+    loop {
+        let ev = events
+            .recv_timeout(Duration::from_secs(30))
+            .context("the primary stopped sending its state (30 s of silence)")?;
+        let HostEvent::Ft(ev) = ev else { continue };
+        match ev {
+            FtEvent::Frame { conn: c, frame } if c == conn => match frame.message {
+                Message::JoinPages {
+                    ram_size,
+                    pages,
+                    data,
+                } => {
+                    if ram.is_empty() {
+                        if ram_size == 0 || ram_size > (1 << 36) {
+                            bail!("the primary announced {ram_size} bytes of RAM");
+                        }
+                        ram = vec![0; ram_size as usize];
+                        eprintln!(
+                            "ftvm: backup: joining: receiving {} MiB of guest RAM from {donor}",
+                            ram_size >> 20
+                        );
+                    } else if ram.len() as u64 != ram_size {
+                        bail!("the primary changed the RAM size mid-join");
+                    }
+                    for (i, &p) in pages.iter().enumerate() {
+                        let dst = p as usize * JOIN_PAGE;
+                        ram[dst..dst + JOIN_PAGE]
+                            .copy_from_slice(&data[i * JOIN_PAGE..(i + 1) * JOIN_PAGE]);
+                    }
+                    received += data.len() as u64;
+                    if last_report.elapsed() >= Duration::from_secs(1) {
+                        last_report = Instant::now();
+                        eprintln!("ftvm: backup: joining: {} MiB received", received >> 20);
+                    }
+                }
+                Message::JoinState { icount, state } => {
+                    if ram.is_empty() {
+                        bail!("the primary sent its state before any RAM");
+                    }
+                    let machine = Machine::from_state_and_ram(&state, ram)
+                        .context("the primary's state is unusable")?;
+                    if machine.icount() != icount {
+                        bail!(
+                            "the primary's state is at step {} but it said {icount}",
+                            machine.icount()
+                        );
+                    }
+                    eprintln!(
+                        "ftvm: backup: joined at step {icount} (generation {}): {} MiB in {:.2} s",
+                        frame.generation,
+                        received >> 20,
+                        started.elapsed().as_secs_f64()
+                    );
+                    return Ok(Joined {
+                        machine,
+                        icount,
+                        generation: frame.generation,
+                        link,
+                    });
+                }
+                Message::Goodbye { detail, .. } => {
+                    bail!("the primary refused the join: {detail}")
+                }
+                other => bail!(
+                    "unexpected {} from the primary during the join",
+                    other.message_type()
+                ),
+            },
+            FtEvent::Closed { conn: c, error } if c == conn => {
+                bail!(
+                    "the primary closed the connection during the join{}",
+                    error.map(|e| format!(": {e}")).unwrap_or_default()
+                )
+            }
+            _ => {}
+        }
+    }
+}
