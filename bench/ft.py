@@ -14,11 +14,22 @@ use the same disk path:
   4. failover gap: K fresh pairs; in each, one `ftvm-loadgen write`
      connection during which the primary gets SIGKILL; the report's
      max_gap_ms, whether the connection survived and whether `verify` found
-     every acknowledged key.
+     every acknowledged key;
+  5. re-protection (--joins N): one fresh pair (every process with
+     `--join-listen 10.78.0.I:7001`), one `ftvm-loadgen write` connection for
+     the whole phase (optionally `redis-benchmark` SETs in the background,
+     --join-dirty); N rounds of: SIGKILL the process running the guest,
+     wait until the other is live and the client is served again, start
+     `ftvm backup --join` on the host that died, wait until the survivor
+     says `paired` with `joins` incremented. Per round: the survivor's
+     `last_join_s` (request -> new pair) and `last_join_pause_ms` (guest
+     paused), the time from starting the joiner to `paired`, and the
+     client's longest gap between two acknowledged SETs during the join
+     window and during the failover (from the loadgen's --ops-file).
 Prints a table and a markdown snippet for docs/benchmarks.md.
 
 Needs root (network namespaces, TAP), redis-benchmark (redis-tools).
-Usage: bench/ft.py [--requests N] [--kills K] [--ftvm PATH]
+Usage: bench/ft.py [--requests N] [--kills K] [--joins N] [--only WHAT] [--ftvm PATH]
 The ftvm binary: --ftvm, else $FTVM_BENCH_FTVM, else $CARGO_TARGET_DIR/release/ftvm
 when CARGO_TARGET_DIR is set, else ROOT/target/release/ftvm; ftvm-loadgen is
 taken from the same directory. FTVM_BENCH_NO_BUILD=1 skips `cargo build`.
@@ -90,6 +101,7 @@ class Lab:
         self.dir = os.path.join(bench.scratch, name)
         os.makedirs(self.dir)
         self.procs = {}
+        self.joinable = False  # every ftvm process gets --join-listen 10.78.0.I:7001
         sh([NETNS, "up", self.prefix, str(hosts)], stdout=subprocess.DEVNULL)
         self.up = True
 
@@ -136,9 +148,12 @@ class Lab:
         return ["--bios", g + "/fw_jump.bin", "--kernel", g + "/Image", "--initrd", g + "/initrd.cpio.gz",
                 "--drive", "nbd://%s/vm0" % NBD, "--net", "tap:tap0"]
 
-    def ft_opts(self):
-        return ["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS,
+    def ft_opts(self, host):
+        opts = ["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS,
                 "--failure-timeout-ms", str(self.b.args.failure_timeout_ms), "--no-input"]
+        if self.joinable:
+            opts += ["--join-listen", join_addr(host)]
+        return opts
 
     def start_plain(self):
         self.start_storage()
@@ -152,13 +167,20 @@ class Lab:
         self.t_spawn = time.monotonic()
         self.spawn("backup", "h2", [self.b.ftvm, "backup", "--listen", LOG_ADDR,
                                     "--console", "file:" + self.path("console-backup.txt")]
-                   + self.images() + self.ft_opts())
+                   + self.images() + self.ft_opts("h2"))
         self.spawn("primary", "h1", [self.b.ftvm, "primary", "--backup", LOG_ADDR,
                                      "--console", "file:" + self.path("console-primary.txt"),
-                                     "--append", APPEND] + self.images() + self.ft_opts())
+                                     "--append", APPEND] + self.images() + self.ft_opts("h1"))
         ready = self.wait_redis()
         self.wait_phase("h2", "following", 60)
         return ready
+
+    def spawn_joiner(self, tag, host, donor):
+        """`ftvm backup --join` on `host`, listening on its logging address, joining `donor`'s join address."""
+        return self.spawn(tag, host, [self.b.ftvm, "backup", "--listen", "10.78.0.%s:7000" % host[1:],
+                                      "--join", join_addr(donor),
+                                      "--console", "file:" + self.path("console-%s.txt" % tag)]
+                          + self.images() + self.ft_opts(host))
 
     def wait_redis(self):
         """Waits for redis in the guest; returns seconds since the VM(s) were started."""
@@ -183,14 +205,26 @@ class Lab:
             return None
 
     def wait_phase(self, host, phase, timeout):
+        return self.wait_status(host, lambda s: s.get("phase") == phase, "phase %r" % phase, timeout)[0]
+
+    def wait_status(self, host, pred, what, timeout, watch=()):
+        """Polls `host`'s status every 50 ms until pred(status); returns (seconds, status).
+        Fails early when one of the processes tagged in `watch` exits."""
         t0 = time.monotonic()
         last = None
         while time.monotonic() - t0 < timeout:
-            last = self.status(host)
-            if last and last.get("phase") == phase:
-                return time.monotonic() - t0
+            try:
+                last = self.status(host)
+            except subprocess.TimeoutExpired:
+                last = None
+            if last and pred(last):
+                return time.monotonic() - t0, last
+            for tag in watch:
+                if self.procs[tag].poll() is not None:
+                    self.fail("%s exited with %s while waiting for %s on %s (last status: %s)"
+                              % (tag, self.procs[tag].returncode, what, host, last))
             time.sleep(0.05)
-        self.fail("%s never reached phase %r in %d s (last status: %s)" % (host, phase, timeout, last))
+        self.fail("%s never reached %s in %d s (last status: %s)" % (host, what, timeout, last))
 
     def redis_benchmark(self, n):
         cmd = self.ns("c") + ["redis-benchmark", "-h", GUEST_IP, "-t", "set,get", "-n", str(n), "-c", "10", "--csv"]
@@ -205,11 +239,12 @@ class Lab:
             self.fail("redis-benchmark failed (exit %d): %r %r" % (r.returncode, out[-800:], r.stderr.decode()[-800:]))
         return rows
 
-    def loadgen_write(self, tag, seconds):
+    def loadgen_write(self, tag, seconds, extra=()):
         """Starts one ftvm-loadgen write connection (unique keys, acked file, JSON report)."""
         return self.spawn("loadgen-" + tag, "c", [self.b.loadgen, "write", "--addr", REDIS, "--prefix", tag,
                                                   "--duration", str(seconds), "--acked-file",
-                                                  self.path(tag + ".acked"), "--report", self.path(tag + ".json")])
+                                                  self.path(tag + ".acked"), "--report", self.path(tag + ".json")]
+                          + list(extra))
 
     def finish_write(self, tag, p):
         try:
@@ -248,6 +283,37 @@ class Lab:
         if self.up:
             subprocess.run([NETNS, "down", self.prefix, "--kill"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.up = False
+
+
+def join_addr(host):
+    """The --join-listen address of an ftvm process on `host` (h1, h2)."""
+    return "10.78.0.%s:7001" % host[1:]
+
+
+def read_ops(path):
+    """acked_us of every acknowledged write of an --ops-file, in order."""
+    out = []
+    with open(path) as f:
+        next(f, None)
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) == 3:
+                out.append(int(parts[2]))
+    return out
+
+
+def max_gap_in(acked_us, start_s, end_s):
+    """Longest interval between consecutive acks that overlaps [start_s, end_s]
+    (seconds on the loadgen's clock): (gap_ms, gap start s, gap end s) or None.
+    An interval counts when it ends after start_s and begins before end_s; the
+    last ack before start_s and the first after end_s bound it."""
+    best = None
+    for a, b in zip(acked_us, acked_us[1:]):
+        if b / 1e6 <= start_s or a / 1e6 >= end_s:
+            continue
+        if best is None or b - a > best[0] * 1e3:
+            best = ((b - a) / 1e3, a / 1e6, b / 1e6)
+    return best
 
 
 def proc_cpu_s(pid):
@@ -408,11 +474,163 @@ class Bench:
             lab.close()
 
 
+    def joins(self):
+        """Re-protection: N rounds of kill, go-live, join, under one client connection."""
+        a = self.args
+        lab = Lab(self, "joins", 2)
+        lab.joinable = True
+        try:
+            lab.start_pair()
+            stop = lab.path("stop-load")
+            acked = lab.path("j.acked")
+            p = lab.loadgen_write("j", 24 * 3600, ["--until-file", stop, "--ops-file", lab.path("j.ops.csv")])
+            if a.join_dirty:
+                # Random SETs of 256-byte values over 10 000 keys: the guest keeps dirtying memory
+                # (values, the AOF's page cache) while its RAM is being copied.
+                lab.spawn("dirty", "c", ["redis-benchmark", "-h", GUEST_IP, "-t", "set", "-r", "10000", "-d", "256",
+                                         "-c", "2", "-n", "1000000000", "-q"])
+            time.sleep(a.kill_after)
+            # (host, process tag) of the process running the guest, and of the one following it.
+            active, standby = ("h1", "primary"), ("h2", "backup")
+            rounds = []
+            for r in range(1, a.joins + 1):
+                t_kill = time.time()
+                lab.procs[active[1]].send_signal(signal.SIGKILL)
+                lab.procs[active[1]].wait()
+                live_after, _ = lab.wait_status(standby[0], lambda s: s.get("phase") == "live", "phase 'live'", 60,
+                                                watch=(standby[1],))
+                t_live = time.time()
+                # Wait until the client is served again (its acked file, flushed every 100 ms, grows),
+                # so that the failover gap does not run into the join window.
+                size0 = os.path.getsize(acked)
+                t0 = time.monotonic()
+                while os.path.getsize(acked) <= size0:
+                    if time.monotonic() - t0 > 30:
+                        lab.fail("round %d: the client got no acknowledgement within 30 s of the go-live" % r)
+                    time.sleep(0.02)
+                t_served = time.time()
+                s0 = lab.status(standby[0]) or {}
+                joins0 = s0.get("joins", 0)
+                host = active[0]
+                tag = "joiner%d" % r
+                t_spawn = time.time()
+                lab.spawn_joiner(tag, host, standby[0])
+                paired_after, s1 = lab.wait_status(
+                    standby[0], lambda s: s.get("phase") == "paired" and s.get("joins", 0) > joins0,
+                    "phase 'paired' with joins > %d" % joins0, a.join_timeout, watch=(standby[1], tag))
+                t_paired = time.time()
+                following_after, _ = lab.wait_status(host, lambda s: s.get("phase") == "following",
+                                                     "phase 'following'", 60, watch=(tag,))
+                rounds.append({"round": r, "killed": active[0], "survivor": standby[0], "t_kill": t_kill,
+                               "t_live": t_live, "live_after_s": live_after, "t_served": t_served,
+                               "served_after_s": t_served - t_kill, "t_spawn": t_spawn, "t_paired": t_paired,
+                               "paired_after_s": paired_after, "following_after_s": following_after,
+                               "last_join_s": s1.get("last_join_s"), "last_join_pause_ms": s1.get("last_join_pause_ms"),
+                               "joins": s1.get("joins"), "generation": s1.get("generation")})
+                print("join %d/%d: killed %s, %s live after %.2f s; joiner on %s: survivor paired %.2f s after the spawn, "
+                      "last_join_s %s, last_join_pause_ms %s, generation %s" % (
+                          r, a.joins, active[0], standby[0], live_after, host, paired_after,
+                          s1.get("last_join_s"), s1.get("last_join_pause_ms"), s1.get("generation")), flush=True)
+                active, standby = standby, (host, tag)
+                time.sleep(a.join_settle)
+            t_end = time.time()
+            with open(stop, "w"):
+                pass
+            w = lab.finish_write("j", p)
+            dirty = None
+            if "dirty" in lab.procs:
+                d = lab.procs["dirty"]
+                dirty = "ran throughout" if d.poll() is None else "exited with %s" % d.returncode
+                if d.poll() is None:
+                    d.terminate()
+            ok, msg = lab.verify("j")
+            wins = lab.arbiter_history()
+            acks = read_ops(lab.path("j.ops.csv"))
+            t0 = w["started_unix_ms"] / 1000.0
+            for rd in rounds:
+                rd["clock"] = {k: rd[k] - t0 for k in ("t_kill", "t_live", "t_served", "t_spawn", "t_paired")}
+                rd["failover_gap"] = max_gap_in(acks, rd["t_kill"] - t0, rd["t_served"] - t0)
+                # The join window: from starting the joiner until the survivor was seen paired, plus
+                # 0.5 s (the status is published every 250 ms, polled every 50 ms).
+                rd["join_gap"] = max_gap_in(acks, rd["t_spawn"] - t0, rd["t_paired"] + 0.5 - t0)
+            # For reference: the longest gap of the steady load before the first kill.
+            base = max_gap_in(acks, 0.5, rounds[0]["t_kill"] - t0 - 0.05) if rounds else None
+            return {"rounds": rounds, "report": w, "verify": ok, "verify_msg": msg, "wins": wins,
+                    "survived": w["exit"] == 0 and not w.get("connection_broken"), "dirty": dirty,
+                    "baseline_gap": base, "span_s": t_end - t0}
+        finally:
+            lab.close()
+
+
+def fmt_gap(g):
+    return "%.0f ms (%.2f-%.2f s)" % g if g else "n/a"
+
+
+def report_joins(args, j, load):
+    rounds = j["rounds"]
+    w = j["report"]
+    print()
+    print("# ftvm re-protection benchmark (%s), %s: %d rounds of kill / go-live / join, 256 MiB guest, one client "
+          "connection%s" % (time.strftime("%Y-%m-%d"), time.strftime("%H:%M"), len(rounds),
+                            " + redis-benchmark SETs in the background" if args.join_dirty else ""))
+    print("load average at start %s, at end %s (%d CPUs); --failure-timeout-ms %d"
+          % (load[0], load[1], os.cpu_count(), args.failure_timeout_ms))
+    hdr = ("round", "kill->survivor", "live after", "join s", "pause ms", "spawn->paired", "join-window gap",
+           "failover gap", "gen")
+    fmt = "%-6s %-15s %10s %8s %9s %13s %24s %24s %4s"
+    print(fmt % hdr)
+    for r in rounds:
+        print(fmt % (r["round"], "%s -> %s" % (r["killed"], r["survivor"]), "%.2f s" % r["live_after_s"],
+                     "%.2f" % r["last_join_s"] if r["last_join_s"] is not None else "n/a",
+                     "%.1f" % r["last_join_pause_ms"] if r["last_join_pause_ms"] is not None else "n/a",
+                     "%.2f s" % r["paired_after_s"], fmt_gap(r["join_gap"]), fmt_gap(r["failover_gap"]),
+                     r["generation"]))
+    js = [r["last_join_s"] for r in rounds if r["last_join_s"] is not None]
+    ps = [r["last_join_pause_ms"] for r in rounds if r["last_join_pause_ms"] is not None]
+    gs = [r["join_gap"][0] for r in rounds if r["join_gap"]]
+    if js and ps:
+        print("join time max %.2f s (target < 5 s: %s); guest pause max %.1f ms (target < 100 ms: %s); "
+              "client gap during joins max %s ms" % (max(js), "met" if max(js) < 5 else "NOT met", max(ps),
+                                                      "met" if max(ps) < 100 else "NOT met",
+                                                      "%.0f" % max(gs) if gs else "n/a"))
+    print("client: %d writes acknowledged over %.0f s on one connection (local port %s), connection %s, verify %s; "
+          "longest gap before the first kill %s; background redis-benchmark: %s"
+          % (w.get("ops_acked"), w.get("duration_s", 0), w.get("local_port"),
+             "survived" if j["survived"] else "BROKEN (%s)" % w.get("error"), "passed" if j["verify"] else
+             "FAILED (%s)" % j["verify_msg"][-300:], fmt_gap(j["baseline_gap"]), j["dirty"] or "not used"))
+    print("arbiter history: %s" % j["wins"])
+    print("on the loadgen's clock (s): kill, live seen, client served again, joiner started, survivor seen paired:")
+    for r in rounds:
+        c = r["clock"]
+        print("  round %d: %.2f, %.2f, %.2f, %.2f, %.2f; join request ~%.2f (paired seen - last_join_s, "
+              "status published every 250 ms)" % (r["round"], c["t_kill"], c["t_live"], c["t_served"], c["t_spawn"],
+                                                  c["t_paired"], c["t_paired"] - (r["last_join_s"] or 0)))
+    print()
+    print("| round | killed → survivor | survivor live after the kill | join (`last_join_s`) | guest pause "
+          "(`last_join_pause_ms`) | joiner started → survivor `paired` | client's longest gap in the join window "
+          "| client's failover gap |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rounds:
+        print("| %d | %s → %s | %.2f s | %s | %s | %.2f s | %s | %s |" % (
+            r["round"], r["killed"], r["survivor"], r["live_after_s"],
+            "%.2f s" % r["last_join_s"] if r["last_join_s"] is not None else "n/a",
+            "%.1f ms" % r["last_join_pause_ms"] if r["last_join_pause_ms"] is not None else "n/a",
+            r["paired_after_s"], "%.0f ms" % r["join_gap"][0] if r["join_gap"] else "n/a",
+            "%.0f ms" % r["failover_gap"][0] if r["failover_gap"] else "n/a"))
+
+
 def fmt_pair(m):
     return "%.1f / %.1f" % m if m else "n/a"
 
 
 def report(args, plain, ft, kills, load):
+    if plain and ft:
+        report_throughput(args, plain, ft, load)
+    if kills:
+        report_kills(args, kills, load, header=not (plain and ft))
+
+
+def report_throughput(args, plain, ft, load):
     pr, fr = plain["rb"], ft["rb"]
     ps, fs = plain["serial"], ft["serial"]
     rows = []
@@ -459,18 +677,6 @@ def report(args, plain, ft, kills, load):
                  "%.0f / %.0f" % d["lag_instructions"] if d.get("lag_instructions") else "n/a",
                  d.get("throttled_ms", 0), fmt_pair(d.get("mips")), d["log_bytes"],
                  d["log_bytes"] * 8 / max(d["span_s"], 1e-6) / 1e6))
-    if kills:
-        print("failover (SIGKILL of the primary %.1f s into a %.0f s single-connection ftvm-loadgen write, "
-              "--failure-timeout-ms %d):" % (args.kill_after, args.load_seconds, args.failure_timeout_ms))
-    for i, k in enumerate(kills):
-        print("  kill %d: max_gap %s ms (at %s s; loadgen clock; kill at ~%.2f s), backup seen live %.2f s after the kill, "
-              "connection %s, verify %s (%s acked), arbiter wins %s%s"
-              % (i + 1, "%.1f" % k["max_gap_ms"] if k["max_gap_ms"] is not None else "n/a",
-                 "%.2f" % k["max_gap_at_s"] if k["max_gap_at_s"] is not None else "n/a", k["killed_at_s"],
-                 k["live_after_s"], "survived" if k["survived"] else "BROKEN",
-                 "passed" if k["verify"] else "FAILED", k["acked"], k["wins"],
-                 "" if k["verify"] else " (" + k["verify_msg"][-300:] + ")"))
-
     # The markdown snippet.
     print()
     print("| figure | plain `ftvm run` | FT pair | FT / plain |")
@@ -491,8 +697,24 @@ def report(args, plain, ft, kills, load):
     print("| CPU during the workload (cores; machine busy %%) | vm %.2f; machine %.0f %% | primary %.2f, backup %.2f, storage %.2f; machine %.0f %% | |" % (
         pc.get("vm", 0), 100 * pc["machine_busy"], fc.get("primary", 0), fc.get("backup", 0), fc.get("storage", 0),
         100 * fc["machine_busy"]))
-    if not kills:
-        return
+
+
+def report_kills(args, kills, load, header):
+    if header:
+        print()
+        print("# ftvm failover benchmark (%s), %s" % (time.strftime("%Y-%m-%d"), time.strftime("%H:%M")))
+        print("load average at start %s, at end %s (%d CPUs)" % (load[0], load[1], os.cpu_count()))
+    print("failover (SIGKILL of the primary %.1f s into a %.0f s single-connection ftvm-loadgen write, "
+          "--failure-timeout-ms %d):" % (args.kill_after, args.load_seconds, args.failure_timeout_ms))
+    for i, k in enumerate(kills):
+        print("  kill %d: max_gap %s ms (at %s s; loadgen clock; kill at ~%.2f s), backup seen live %.2f s after the kill, "
+              "connection %s, verify %s (%s acked), arbiter wins %s%s"
+              % (i + 1, "%.1f" % k["max_gap_ms"] if k["max_gap_ms"] is not None else "n/a",
+                 "%.2f" % k["max_gap_at_s"] if k["max_gap_at_s"] is not None else "n/a", k["killed_at_s"],
+                 k["live_after_s"], "survived" if k["survived"] else "BROKEN",
+                 "passed" if k["verify"] else "FAILED", k["acked"], k["wins"],
+                 "" if k["verify"] else " (" + k["verify_msg"][-300:] + ")"))
+
     print()
     print("| kill | max gap (ms) | backup seen live after kill (s) | connection | verify |")
     print("|---|---|---|---|---|")
@@ -500,6 +722,27 @@ def report(args, plain, ft, kills, load):
         print("| %d | %s | %.2f | %s | %s |" % (
             i + 1, "%.0f" % k["max_gap_ms"] if k["max_gap_ms"] is not None else "n/a", k["live_after_s"],
             "survived" if k["survived"] else "broken", "passed" if k["verify"] else "FAILED"))
+
+
+def run_throughput(b, args):
+    print("plain: booting `ftvm run` and running redis-benchmark -n %d ..." % args.requests, flush=True)
+    plain = b.plain()
+    print("plain: SET %.0f GET %.0f ops/s" % (plain["rb"]["SET"]["rps"], plain["rb"]["GET"]["rps"]), flush=True)
+    print("FT pair: booting and running the same workload ...", flush=True)
+    ft = b.pair()
+    print("FT pair: SET %.0f GET %.0f ops/s" % (ft["rb"]["SET"]["rps"], ft["rb"]["GET"]["rps"]), flush=True)
+    return plain, ft
+
+
+def run_kills(b, args):
+    kills = []
+    for k in range(args.kills):
+        print("failover %d/%d: fresh pair, SIGKILL the primary under load ..." % (k + 1, args.kills), flush=True)
+        kills.append(b.failover(k + 1))
+        print("failover %d/%d: max gap %s ms, connection %s, verify %s" % (
+            k + 1, args.kills, kills[-1]["max_gap_ms"], "survived" if kills[-1]["survived"] else "broken",
+            "passed" if kills[-1]["verify"] else "FAILED"), flush=True)
+    return kills
 
 
 def main():
@@ -511,6 +754,16 @@ def main():
     ap.add_argument("--load-seconds", type=float, default=8, help="loadgen run per failover (default 8)")
     ap.add_argument("--kill-after", type=float, default=3, help="seconds into the load the primary is killed (default 3)")
     ap.add_argument("--failure-timeout-ms", type=int, default=500, help="ftvm --failure-timeout-ms (default 500)")
+    ap.add_argument("--joins", type=int, default=3,
+                    help="re-protection rounds (kill, go-live, join), alternating hosts, one pair (default 3)")
+    ap.add_argument("--join-dirty", action="store_true",
+                    help="run redis-benchmark SETs (random keys, 256-byte values) in the background during the joins")
+    ap.add_argument("--join-settle", type=float, default=3,
+                    help="seconds the new pair runs before the next round's kill (default 3)")
+    ap.add_argument("--join-timeout", type=float, default=120,
+                    help="longest wait from starting a joiner to the survivor's `paired` (default 120)")
+    ap.add_argument("--only", choices=("throughput", "kills", "joins"), action="append",
+                    help="run only these parts (repeatable): throughput (plain vs FT pair), kills, joins")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, consoles, reports)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -535,23 +788,24 @@ def main():
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    parts = set(args.only or ("throughput", "kills", "joins"))
     ok = False
     try:
-        print("plain: booting `ftvm run` and running redis-benchmark -n %d ..." % args.requests, flush=True)
-        plain = b.plain()
-        print("plain: SET %.0f GET %.0f ops/s" % (plain["rb"]["SET"]["rps"], plain["rb"]["GET"]["rps"]), flush=True)
-        print("FT pair: booting and running the same workload ...", flush=True)
-        ft = b.pair()
-        print("FT pair: SET %.0f GET %.0f ops/s" % (ft["rb"]["SET"]["rps"], ft["rb"]["GET"]["rps"]), flush=True)
+        plain = ft = None
+        if "throughput" in parts:
+            plain, ft = run_throughput(b, args)
         kills = []
-        for k in range(args.kills):
-            print("failover %d/%d: fresh pair, SIGKILL the primary under load ..." % (k + 1, args.kills), flush=True)
-            kills.append(b.failover(k + 1))
-            print("failover %d/%d: max gap %s ms, connection %s, verify %s" % (
-                k + 1, args.kills, kills[-1]["max_gap_ms"], "survived" if kills[-1]["survived"] else "broken",
-                "passed" if kills[-1]["verify"] else "FAILED"), flush=True)
+        if "kills" in parts:
+            kills = run_kills(b, args)
         load1 = "%.2f %.2f %.2f" % os.getloadavg()
         report(args, plain, ft, kills, (load0, load1))
+        if "joins" in parts and args.joins > 0:
+            load2 = "%.2f %.2f %.2f" % os.getloadavg()
+            print("re-protection: fresh pair, %d rounds of SIGKILL / go-live / join under load%s ..."
+                  % (args.joins, " (+ background redis-benchmark)" if args.join_dirty else ""), flush=True)
+            j = b.joins()
+            load3 = "%.2f %.2f %.2f" % os.getloadavg()
+            report_joins(args, j, (load2, load3))
         ok = True
     except BenchError as e:
         print("bench/ft.py: error: %s" % e, file=sys.stderr)
