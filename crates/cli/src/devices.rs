@@ -501,7 +501,12 @@ impl Backends {
 }
 
 /// Serves one block request; returns the completion input.
-fn block(disks: &BTreeMap<Slot, Box<dyn DiskBackend>>, slot: Slot, id: u64, op: &BlkOp) -> Input {
+pub fn block(
+    disks: &BTreeMap<Slot, Box<dyn DiskBackend>>,
+    slot: Slot,
+    id: u64,
+    op: &BlkOp,
+) -> Input {
     {
         let (status, data) = match disks.get(&slot) {
             None => (1, Vec::new()),

@@ -312,7 +312,8 @@ impl Backup {
                 | Message::Ack { .. }
                 | Message::JoinRequest { .. }
                 | Message::JoinPages { .. }
-                | Message::JoinState { .. },
+                | Message::JoinState { .. }
+                | Message::JoinDisk { .. },
             ) => {
                 return Err(FtError::UnexpectedMessage {
                     got,

@@ -320,7 +320,8 @@ impl Primary {
                 | Message::Log { .. }
                 | Message::JoinRequest { .. }
                 | Message::JoinPages { .. }
-                | Message::JoinState { .. },
+                | Message::JoinState { .. }
+                | Message::JoinDisk { .. },
             ) => {
                 return Err(FtError::UnexpectedMessage {
                     got,

@@ -51,6 +51,7 @@ pub enum MessageType {
     JoinRequest = 6,
     JoinPages = 7,
     JoinState = 8,
+    JoinDisk = 9,
 }
 
 impl MessageType {
@@ -64,6 +65,7 @@ impl MessageType {
             6 => MessageType::JoinRequest,
             7 => MessageType::JoinPages,
             8 => MessageType::JoinState,
+            9 => MessageType::JoinDisk,
             _ => return None,
         })
     }
@@ -78,6 +80,7 @@ impl MessageType {
             MessageType::JoinRequest => "JoinRequest",
             MessageType::JoinPages => "JoinPages",
             MessageType::JoinState => "JoinState",
+            MessageType::JoinDisk => "JoinDisk",
         }
     }
 }
@@ -188,7 +191,18 @@ pub enum Message {
         icount: u64,
         state: Vec<u8>,
     },
+    /// Primary → joiner with non-shared disks: bytes of the disk in virtio
+    /// slot `slot` at `offset`; a range may come again (it was written
+    /// meanwhile): the last copy counts.
+    JoinDisk {
+        slot: u8,
+        offset: u64,
+        data: Vec<u8>,
+    },
 }
+
+/// Most bytes in one [`Message::JoinDisk`].
+pub const MAX_JOIN_DISK: usize = 4 << 20;
 
 /// Bytes per page in [`Message::JoinPages`].
 pub const JOIN_PAGE: usize = 4096;
@@ -210,6 +224,7 @@ impl Message {
             Message::JoinRequest { .. } => MessageType::JoinRequest,
             Message::JoinPages { .. } => MessageType::JoinPages,
             Message::JoinState { .. } => MessageType::JoinState,
+            Message::JoinDisk { .. } => MessageType::JoinDisk,
         }
     }
 
@@ -222,6 +237,7 @@ impl Message {
             Message::JoinRequest { vm, listen, .. } => 1 + vm.len() + 32 + 1 + listen.len(),
             Message::JoinPages { pages, data, .. } => 8 + 4 + 4 * pages.len() + data.len(),
             Message::JoinState { state, .. } => 8 + state.len(),
+            Message::JoinDisk { data, .. } => 1 + 8 + data.len(),
         }
     }
 }
@@ -297,6 +313,11 @@ impl Frame {
                     return Err(invalid("state larger than 8 MiB"));
                 }
             }
+            Message::JoinDisk { data, .. } => {
+                if data.is_empty() || data.len() > MAX_JOIN_DISK {
+                    return Err(invalid("1 byte to 4 MiB of disk per JoinDisk"));
+                }
+            }
         }
         let body_len = self.message.body_len();
         if body_len > MAX_BODY as usize {
@@ -368,6 +389,11 @@ impl Frame {
             Message::JoinState { icount, state } => {
                 out.extend_from_slice(&icount.to_le_bytes());
                 out.extend_from_slice(state);
+            }
+            Message::JoinDisk { slot, offset, data } => {
+                out.push(*slot);
+                out.extend_from_slice(&offset.to_le_bytes());
+                out.extend_from_slice(data);
             }
         }
         let crc = crc32c::crc32c(&out[start..]);
@@ -719,6 +745,15 @@ fn decode_body(kind: MessageType, buf: &[u8]) -> Result<Message, &'static str> {
                 return Err("state larger than 8 MiB");
             }
             Message::JoinState { icount, state }
+        }
+        MessageType::JoinDisk => {
+            let slot = b.u8("body ends before the slot")?;
+            let offset = b.u64("body ends inside the offset")?;
+            let data = b.rest().to_vec();
+            if data.is_empty() || data.len() > MAX_JOIN_DISK {
+                return Err("disk data empty or larger than 4 MiB");
+            }
+            Message::JoinDisk { slot, offset, data }
         }
     };
     b.finish()?;

@@ -91,10 +91,19 @@ struct Follower {
     /// Block and entropy requests not yet completed in the log.
     outstanding: BTreeMap<(Slot, u64), Output>,
     powered_off: bool,
+    /// Non-shared disks: this backup's own copies, on which it performs
+    /// every block request as its machine makes it, and the results,
+    /// waiting for the primary's completion entry (which carries no read
+    /// data then).
+    local: Option<LocalDisks>,
+    local_done: BTreeMap<(Slot, u64), Vec<u8>>,
 }
 
+/// This backup's own disks, by virtio slot.
+type LocalDisks = BTreeMap<Slot, Box<dyn devices::DiskBackend>>;
+
 impl Follower {
-    fn new(machine: Machine) -> Follower {
+    fn new(machine: Machine, local: Option<LocalDisks>) -> Follower {
         Follower {
             machine,
             current: None,
@@ -103,6 +112,8 @@ impl Follower {
             hasher: OutputHasher::default(),
             outstanding: BTreeMap::new(),
             powered_off: false,
+            local,
+            local_done: BTreeMap::new(),
         }
     }
 
@@ -113,8 +124,14 @@ impl Follower {
                     self.outstanding.insert((*slot, *id), o);
                     continue;
                 }
-                Output::Blk { slot, id, .. } => {
+                Output::Blk { slot, id, op } => {
                     self.outstanding.insert((*slot, *id), o.clone());
+                    if let Some(local) = &self.local {
+                        // In order, as the primary's disk worker does.
+                        if let Input::BlkDone { data, .. } = devices::block(local, *slot, *id, op) {
+                            self.local_done.insert((*slot, *id), data);
+                        }
+                    }
                 }
                 _ => {}
             }
@@ -131,9 +148,23 @@ impl Follower {
             ))
         })?;
         match rec {
-            Record::Input(input) => {
-                match &input {
-                    Input::BlkDone { slot, id, .. } | Input::RngData { slot, id, .. } => {
+            Record::Input(mut input) => {
+                match &mut input {
+                    Input::BlkDone { slot, id, data, .. } => {
+                        self.outstanding.remove(&(*slot, *id));
+                        if self.local.is_some() {
+                            // The read data is this backup's own copy's.
+                            match self.local_done.remove(&(*slot, *id)) {
+                                Some(local) => *data = local,
+                                None => {
+                                    return Err(Stuck::Diverged(format!(
+                                        "the primary completed block request {id} (slot {slot}), which this backup never issued"
+                                    )))
+                                }
+                            }
+                        }
+                    }
+                    Input::RngData { slot, id, .. } => {
                         self.outstanding.remove(&(*slot, *id));
                     }
                     _ => {}
@@ -223,6 +254,8 @@ impl Follower {
 
 struct BackupDriver {
     args: BackupArgs,
+    /// Non-shared disks, until the follower takes them.
+    local_disks: Option<LocalDisks>,
     /// The TAP devices, attached since startup, read only once live.
     taps: Vec<ftvm_host::TapDevice>,
     own: MachineConfig,
@@ -265,7 +298,7 @@ impl BackupDriver {
             self.own.kernel.clone(),
             self.own.initrd.clone(),
         );
-        if ftvm_replay::pair_identity(&cfg) != self.identity {
+        if self.args.ft.identity(&cfg) != self.identity {
             bail!("the primary's machine differs from this backup's (memory, devices, command line or images)");
         }
         self.virtio = cfg.virtio.clone();
@@ -275,7 +308,7 @@ impl BackupDriver {
             rc.spec.ram_size >> 20,
             rc.spec.virtio.len()
         );
-        self.follower = Some(Follower::new(machine));
+        self.follower = Some(Follower::new(machine, self.local_disks.take()));
         Ok(())
     }
 
@@ -553,7 +586,14 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
             devices::open_tap(&n.tap).with_context(|| format!("network backend tap:{}", n.tap))
         })
         .collect::<Result<Vec<_>>>()?;
-    let identity = ftvm_replay::pair_identity(&own);
+    let identity = args.ft.identity(&own);
+    let mut local_disks = if args.ft.local_disks {
+        let (_, mut b) = devices::open(&args.machine.drives, &[], false)
+            .context("cannot open this backup's own disks (--local-disks)")?;
+        Some(std::mem::take(&mut b.disks))
+    } else {
+        None
+    };
     let mut config = args.ft.config(identity);
     // With no machine before the primary's Hello there is nothing to take
     // over: wait for the first contact as long as it takes.
@@ -590,12 +630,20 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
                 "ftvm: backup: VM {:?}: asking the primary at {donor} to take this backup",
                 args.ft.vm
             );
-            let j = join::receive(donor, &args.ft.vm, identity, local, link, &rx)?;
+            let j = join::receive(
+                donor,
+                &args.ft.vm,
+                identity,
+                local,
+                link,
+                &rx,
+                local_disks.as_ref(),
+            )?;
             link = j.link;
             generation = j.generation;
             config.generation = generation;
             virtio = own.virtio.clone();
-            follower = Some(Follower::new(j.machine));
+            follower = Some(Follower::new(j.machine, local_disks.take()));
             let mut core = ftvm_ft::Backup::new_at(config, clock.ms(), j.icount)
                 .context("bad FT configuration")?;
             core.on_connected(clock.ms())
@@ -611,6 +659,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
         ..Report::default()
     };
     let mut d = BackupDriver {
+        local_disks,
         taps,
         own,
         identity,
@@ -645,6 +694,8 @@ fn go_live(d: BackupDriver) -> Result<u8> {
         "ftvm: backup: won the arbiter; going live at step {} (attaching the network and disk)",
         f.machine.icount()
     );
+    // Our own disk copies (non-shared disks) are reopened as the live ones.
+    drop(f.local);
     let m = &d.args.machine;
     let (_, mut backends) =
         devices::open(&m.drives, &[], false).context("cannot attach the disks to go live")?;
@@ -692,6 +743,7 @@ fn go_live(d: BackupDriver) -> Result<u8> {
                 log_header: d.core.log_header().map(<[u8]>::to_vec).unwrap_or_default(),
                 digest_interval: DEFAULT_DIGEST_INTERVAL,
                 generation: d.generation,
+                local_drives: super::local_drives(&d.args.ft, &d.args.machine.drives),
             },
             started: d.started,
             channel: (d.tx, d.events),

@@ -15,7 +15,11 @@
 //! any other. This module holds the donor's copy state and the joiner's
 //! receiving side; `primary.rs` and `backup.rs` call them.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
@@ -23,8 +27,10 @@ use anyhow::{bail, Context, Result};
 use ftvm_ft::wire::{JOIN_PAGE, MAX_JOIN_PAGES};
 use ftvm_ft::{Frame, GoodbyeReason, Message};
 use ftvm_machine::Machine;
+use ftvm_machine::Slot;
 
 use super::link::Link;
+use crate::devices::DiskBackend;
 use crate::events::{FtEvent, HostEvent};
 
 /// Stop pre-copying when a round has at most this many dirty pages left
@@ -36,6 +42,21 @@ const MAX_ROUNDS: u32 = 8;
 /// Bytes queued on the joiner's connection beyond which the donor stops
 /// copying for this turn (the guest runs on meanwhile).
 const MAX_QUEUED: usize = 32 << 20;
+
+/// Bytes per disk chunk copied (and tracked as written) during a join.
+const DISK_CHUNK: u64 = 1 << 20;
+
+/// One non-shared disk being copied to the joiner: a full pass, then the
+/// chunks the guest wrote meanwhile.
+struct DiskCopy {
+    slot: Slot,
+    file: File,
+    size: u64,
+    /// Next offset of the full pass.
+    cursor: u64,
+    /// Chunks written since the pass covered them.
+    dirty: BTreeSet<u64>,
+}
 
 /// Where a donation stands.
 enum Stage {
@@ -55,6 +76,8 @@ pub struct Donation {
     pub started: Instant,
     pub bytes: u64,
     pub pages_sent: u64,
+    /// Non-shared disks being copied.
+    disks: Vec<DiskCopy>,
 }
 
 /// What the donor's loop must do after a step of the donation.
@@ -75,7 +98,57 @@ impl Donation {
             started: Instant::now(),
             bytes: 0,
             pages_sent: 0,
+            disks: Vec::new(),
         }
+    }
+
+    /// The guest wrote `len` bytes at `offset` of the disk in `slot`
+    /// (called as the write goes to the disk): copied again before the pause.
+    pub fn disk_written(&mut self, slot: Slot, offset: u64, len: u64) {
+        for d in self.disks.iter_mut().filter(|d| d.slot == slot) {
+            let first = offset / DISK_CHUNK;
+            let last = (offset + len.max(1) - 1) / DISK_CHUNK;
+            for c in first..=last {
+                if c * DISK_CHUNK < d.cursor {
+                    d.dirty.insert(c);
+                }
+            }
+        }
+    }
+
+    /// Sends one chunk of a disk; false if there was nothing to send.
+    fn send_disk_chunk(&mut self, dirty_only: bool) -> std::result::Result<bool, String> {
+        for d in self.disks.iter_mut() {
+            let off = if !dirty_only && d.cursor < d.size {
+                let off = d.cursor;
+                d.cursor = (off + DISK_CHUNK).min(d.size);
+                off
+            } else if let Some(c) = d.dirty.pop_first() {
+                c * DISK_CHUNK
+            } else {
+                continue;
+            };
+            let len = DISK_CHUNK.min(d.size - off) as usize;
+            let mut data = vec![0u8; len];
+            d.file
+                .read_exact_at(&mut data, off)
+                .map_err(|e| format!("cannot read the disk in slot {} to copy it: {e}", d.slot))?;
+            self.bytes += len as u64;
+            self.link.send(&Frame {
+                generation: 0,
+                message: Message::JoinDisk {
+                    slot: d.slot,
+                    offset: off,
+                    data,
+                },
+            });
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn disks_copied(&self) -> bool {
+        self.disks.iter().all(|d| d.cursor >= d.size)
     }
 
     /// Refuses the join with `why` (sent to the joiner) and closes.
@@ -98,6 +171,7 @@ impl Donation {
         vm: &str,
         identity: &[u8; 32],
         machine: &mut Machine,
+        local_disks: &[(Slot, PathBuf)],
     ) -> std::result::Result<(), String> {
         let Message::JoinRequest {
             vm: their_vm,
@@ -122,6 +196,21 @@ impl Donation {
             );
         }
         self.joiner_listen = listen.parse().ok();
+        for (slot, path) in local_disks {
+            let file = File::open(path)
+                .map_err(|e| format!("cannot open {} to copy it: {e}", path.display()))?;
+            let size = file
+                .metadata()
+                .map_err(|e| format!("cannot size {}: {e}", path.display()))?
+                .len();
+            self.disks.push(DiskCopy {
+                slot: *slot,
+                file,
+                size,
+                cursor: 0,
+                dirty: BTreeSet::new(),
+            });
+        }
         machine.start_dirty_log();
         let pages = (machine.ram.size() / JOIN_PAGE as u64) as u32;
         self.stage = Stage::Copy {
@@ -134,24 +223,36 @@ impl Donation {
     /// Sends what the connection can take of the current round; starts the
     /// next round when one is done. Returns `Finish` when it is time to
     /// pause.
-    pub fn pump(&mut self, machine: &mut Machine) -> DonorStep {
+    pub fn pump(&mut self, machine: &mut Machine) -> std::result::Result<DonorStep, String> {
+        if !matches!(self.stage, Stage::Copy { .. }) {
+            return Ok(DonorStep::Wait);
+        }
+        // The disks' full pass first, as far as the connection takes it.
+        while !self.disks_copied() {
+            if self.link.queued_bytes() >= MAX_QUEUED {
+                return Ok(DonorStep::Wait);
+            }
+            self.send_disk_chunk(false)?;
+        }
         loop {
             let Stage::Copy { left, round } = &mut self.stage else {
-                return DonorStep::Wait;
+                return Ok(DonorStep::Wait);
             };
             if left.is_empty() {
                 let dirty = machine.take_dirty_log();
-                if dirty.len() <= FINAL_PAGES || *round + 1 >= MAX_ROUNDS {
-                    // Put them back for the pause.
-                    *left = dirty.into_iter().rev().collect();
-                    return DonorStep::Finish;
-                }
+                let converged = dirty.len() <= FINAL_PAGES || *round + 1 >= MAX_ROUNDS;
                 *round += 1;
                 *left = dirty.into_iter().rev().collect();
+                // Disk chunks written meanwhile go with each round.
+                while self.send_disk_chunk(true)? {}
+                if converged {
+                    // The rest goes during the pause.
+                    return Ok(DonorStep::Finish);
+                }
                 continue;
             }
             if self.link.queued_bytes() >= MAX_QUEUED {
-                return DonorStep::Wait;
+                return Ok(DonorStep::Wait);
             }
             let n = left.len().min(MAX_JOIN_PAGES);
             let at = left.len() - n;
@@ -170,7 +271,14 @@ impl Donation {
     /// The pause: the last pages, flushed caches, the state without RAM,
     /// sent under the new generation. The guest must not run during it.
     /// Returns the step at which the new pair starts.
-    pub fn finish(&mut self, machine: &mut Machine, generation: u64) -> u64 {
+    pub fn finish(
+        &mut self,
+        machine: &mut Machine,
+        generation: u64,
+    ) -> std::result::Result<u64, String> {
+        // Every write has completed (the caller waits for that): the disks'
+        // last written chunks are final.
+        while self.send_disk_chunk(true)? {}
         let mut last = match std::mem::replace(&mut self.stage, Stage::Request) {
             Stage::Copy { left, .. } => left,
             Stage::Request => Vec::new(),
@@ -196,7 +304,7 @@ impl Donation {
             generation,
             message: Message::JoinState { icount, state },
         });
-        icount
+        Ok(icount)
     }
 
     /// Stops tracking dirty pages after a join that failed before the pause.
@@ -249,6 +357,7 @@ pub fn receive(
     listen: SocketAddr,
     link: Link,
     events: &Receiver<HostEvent>,
+    local: Option<&BTreeMap<Slot, Box<dyn DiskBackend>>>,
 ) -> Result<Joined> {
     let mut link = link;
     let stream = TcpStream::connect_timeout(&donor, Duration::from_secs(5))
@@ -302,7 +411,19 @@ pub fn receive(
                         eprintln!("ftvm: backup: joining: {} MiB received", received >> 20);
                     }
                 }
+                Message::JoinDisk { slot, offset, data } => {
+                    let Some(disk) = local.and_then(|l| l.get(&slot)) else {
+                        bail!("the primary sends the contents of disk {slot}, but this backup has no own copy of it (both sides need --local-disks and the same drives)");
+                    };
+                    disk.write_at(offset, &data, false)
+                        .with_context(|| format!("cannot write the copy of disk {slot}"))?;
+                    received += data.len() as u64;
+                }
                 Message::JoinState { icount, state } => {
+                    for (slot, disk) in local.into_iter().flatten() {
+                        disk.flush()
+                            .with_context(|| format!("cannot flush the copy of disk {slot}"))?;
+                    }
                     if ram.is_empty() {
                         bail!("the primary sent its state before any RAM");
                     }

@@ -84,6 +84,27 @@ pub struct FtArgs {
     /// this process runs the guest without one (re-protection).
     #[arg(long, value_name = "HOST:PORT")]
     pub join_listen: Option<SocketAddr>,
+    /// Non-shared disks: each side's `--drive file=` is its own copy (they
+    /// must start identical). The backup performs the guest's disk writes
+    /// on its copy and serves reads from it, so reads are not shipped in
+    /// the log; a joining backup receives the disk with the memory. Both
+    /// sides must agree (the handshake checks it).
+    #[arg(long)]
+    pub local_disks: bool,
+}
+
+impl FtArgs {
+    /// The identity both sides must share: the machine's, and the disk mode.
+    pub fn identity(&self, cfg: &ftvm_machine::MachineConfig) -> [u8; 32] {
+        let mut id = ftvm_replay::pair_identity(cfg);
+        if self.local_disks {
+            // A different identity, so a pair whose sides disagree is refused.
+            for (i, b) in id.iter_mut().enumerate() {
+                *b ^= b"ftvm local disks, not shared ..."[i];
+            }
+        }
+        id
+    }
 }
 
 /// What a process running the guest needs to form a new pair with a
@@ -98,6 +119,28 @@ pub struct FtSettings {
     pub digest_interval: u64,
     /// The generation of the pair this process belongs to now.
     pub generation: u64,
+    /// With `--local-disks`: the image file of each drive, by virtio slot,
+    /// which a joining backup receives a copy of.
+    pub local_drives: Vec<(u8, std::path::PathBuf)>,
+}
+
+/// The image files of `drives` by slot (drives take the first slots), for
+/// `FtSettings::local_drives`; empty unless `--local-disks`.
+pub fn local_drives(
+    ft: &FtArgs,
+    drives: &[crate::devices::DriveSpec],
+) -> Vec<(u8, std::path::PathBuf)> {
+    if !ft.local_disks {
+        return Vec::new();
+    }
+    drives
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| match &d.source {
+            crate::devices::DriveSource::File(p) => Some((i as u8, p.clone())),
+            crate::devices::DriveSource::Nbd { .. } => None,
+        })
+        .collect()
 }
 
 impl FtArgs {

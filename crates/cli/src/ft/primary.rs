@@ -22,7 +22,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use ftvm_ft::{GoodbyeReason, HaltReason, OutputId, Phase, Primary, PrimaryAction, Role};
 use ftvm_machine::layout::TIMEBASE_HZ;
-use ftvm_machine::{DeviceConfig, Finisher, Input, Machine, Output, Stop};
+use ftvm_machine::{BlkOp, DeviceConfig, Finisher, Input, Machine, Output, Stop};
 use ftvm_replay::{OutputHasher, Record};
 
 use super::arbiter::Arbiter;
@@ -236,11 +236,29 @@ impl Live {
         })
     }
 
-    /// Logs (while paired) and applies an input at the current step.
+    /// Logs (while paired) and applies an input at the current step. With
+    /// non-shared disks a read's data is not logged: the backup reads its
+    /// own copy.
     fn apply(&mut self, input: Input) -> Result<()> {
         let rec = Record::Input(input);
         if self.paired() {
-            let kind = rec.encode(&mut self.buf);
+            let kind = match &rec {
+                Record::Input(Input::BlkDone {
+                    slot,
+                    id,
+                    status,
+                    data,
+                }) if self.settings.ft.local_disks && !data.is_empty() => {
+                    Record::Input(Input::BlkDone {
+                        slot: *slot,
+                        id: *id,
+                        status: *status,
+                        data: Vec::new(),
+                    })
+                    .encode(&mut self.buf)
+                }
+                _ => rec.encode(&mut self.buf),
+            };
             if let Some(p) = self.pair.as_mut() {
                 p.core
                     .on_log_entry(self.machine.icount(), kind, &self.buf)
@@ -258,10 +276,21 @@ impl Live {
         match o {
             Output::Console(bytes) => self.console.write(&bytes)?,
             Output::NetTx { slot, frame } => self.backends.transmit(slot, &frame),
-            Output::Blk { slot, id, op } => match self.backends.submit_block(slot, id, op) {
-                Some(done) => self.pending.push_back(done),
-                None => self.inflight_blk += 1,
-            },
+            Output::Blk { slot, id, op } => {
+                if let Some(d) = self.donation.as_mut() {
+                    match &op {
+                        BlkOp::Write { offset, data, .. } => {
+                            d.disk_written(slot, *offset, data.len() as u64)
+                        }
+                        BlkOp::Discard { offset, len } => d.disk_written(slot, *offset, *len),
+                        _ => {}
+                    }
+                }
+                match self.backends.submit_block(slot, id, op) {
+                    Some(done) => self.pending.push_back(done),
+                    None => self.inflight_blk += 1,
+                }
+            }
             Output::Rng { slot, id, len } => {
                 self.pending.push_back(devices::entropy(slot, id, len))
             }
@@ -467,7 +496,13 @@ impl Live {
                 };
                 let from = d.link.peer().map(|a| a.to_string()).unwrap_or_default();
                 let identity = self.settings.identity;
-                match d.on_request(frame, &self.settings.ft.vm, &identity, &mut self.machine) {
+                match d.on_request(
+                    frame,
+                    &self.settings.ft.vm,
+                    &identity,
+                    &mut self.machine,
+                    &self.settings.local_drives,
+                ) {
                     Ok(()) => {
                         eprintln!(
                             "ftvm: primary: backup at {from} joining: copying {} MiB of RAM while the guest runs",
@@ -506,8 +541,17 @@ impl Live {
         let Some(d) = self.donation.as_mut() else {
             return Ok(());
         };
-        if let DonorStep::Wait = d.pump(&mut self.machine) {
-            return Ok(());
+        match d.pump(&mut self.machine) {
+            Ok(DonorStep::Wait) => return Ok(()),
+            Ok(DonorStep::Finish) => {}
+            Err(why) => {
+                eprintln!("ftvm: primary: the join failed: {why}; running on alone");
+                if let Some(d) = self.donation.take() {
+                    self.machine.stop_dirty_log();
+                    d.refuse(&why);
+                }
+                return Ok(());
+            }
         }
         if self.inflight_blk > 0 {
             // Pause once the disk requests in flight have completed.
@@ -528,7 +572,16 @@ impl Live {
             d.refuse("the primary could not advance the generation at the arbiter");
             return Ok(());
         }
-        let icount = d.finish(&mut self.machine, generation);
+        let icount = match d.finish(&mut self.machine, generation) {
+            Ok(i) => i,
+            Err(why) => {
+                // The arbiter already moved on; the pair forms anyway and a
+                // joiner that cannot follow is a backup failure like any other.
+                eprintln!("ftvm: primary: the join could not copy everything: {why}");
+                d.refuse(&why);
+                return Ok(());
+            }
+        };
         let now = self.clock.ms();
         let mut cfg = ft.config(self.settings.identity);
         cfg.generation = generation;
@@ -844,7 +897,7 @@ impl Live {
 /// `ftvm primary`.
 pub fn primary(args: PrimaryArgs) -> Result<u8> {
     let (cfg, paths, backends) = args.machine.build()?;
-    let identity = ftvm_replay::pair_identity(&cfg);
+    let identity = args.ft.identity(&cfg);
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -894,6 +947,7 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
             log_header: config_header,
             digest_interval: args.digest_interval,
             generation: args.ft.generation,
+            local_drives: super::local_drives(&args.ft, &args.machine.drives),
         },
         started: std::time::Instant::now(),
         channel: (tx.clone(), rx),

@@ -435,6 +435,11 @@ fn join_messages_round_trip_and_are_checked() {
             icount: 123_456,
             state: vec![1, 2, 3],
         },
+        Message::JoinDisk {
+            slot: 0,
+            offset: 1 << 20,
+            data: vec![9; 4096],
+        },
     ];
     for message in msgs {
         let f = Frame {
