@@ -416,4 +416,25 @@ impl Machine {
         drop(ram);
         Ok(Machine::from_parts(st, r))
     }
+
+    /// Like [`Machine::from_state_and_ram`], with the RAM already in a
+    /// [`Ram`] (filled through `as_bytes_mut`): no copy of the image, which
+    /// matters when a joining backup must start the moment the state
+    /// arrives. Its base and size must be the machine's.
+    pub fn from_state_and_filled_ram(state: &[u8], ram: Ram) -> Result<Machine, SnapshotError> {
+        let (st, rest) = Machine::open_container(state, STATE_MAGIC, STATE_VERSION)?;
+        if !rest.is_empty() {
+            return Err(SnapshotError::Decode(format!(
+                "{} trailing bytes",
+                rest.len()
+            )));
+        }
+        if ram.size() != st.ram_size || ram.base() != RAM_BASE {
+            return Err(SnapshotError::RamLength {
+                expected: st.ram_size,
+                found: ram.size(),
+            });
+        }
+        Ok(Machine::from_parts(st, ram))
+    }
 }

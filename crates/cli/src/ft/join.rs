@@ -42,6 +42,10 @@ const MAX_ROUNDS: u32 = 8;
 /// Bytes queued on the joiner's connection beyond which the donor stops
 /// copying for this turn (the guest runs on meanwhile).
 const MAX_QUEUED: usize = 32 << 20;
+/// Bytes copied per turn of the donor's loop at most: the copy runs on the
+/// machine's thread, so each turn's share must stay short (a few ms) for
+/// the guest to keep serving while it runs.
+const MAX_PER_TURN: u64 = 4 << 20;
 
 /// Bytes per disk chunk copied (and tracked as written) during a join.
 const DISK_CHUNK: u64 = 1 << 20;
@@ -227,9 +231,10 @@ impl Donation {
         if !matches!(self.stage, Stage::Copy { .. }) {
             return Ok(DonorStep::Wait);
         }
+        let budget_end = self.bytes + MAX_PER_TURN;
         // The disks' full pass first, as far as the connection takes it.
         while !self.disks_copied() {
-            if self.link.queued_bytes() >= MAX_QUEUED {
+            if self.link.queued_bytes() >= MAX_QUEUED || self.bytes >= budget_end {
                 return Ok(DonorStep::Wait);
             }
             self.send_disk_chunk(false)?;
@@ -251,7 +256,7 @@ impl Donation {
                 }
                 continue;
             }
-            if self.link.queued_bytes() >= MAX_QUEUED {
+            if self.link.queued_bytes() >= MAX_QUEUED || self.bytes >= budget_end {
                 return Ok(DonorStep::Wait);
             }
             let n = left.len().min(MAX_JOIN_PAGES);
@@ -373,7 +378,9 @@ pub fn receive(
         },
     });
     let started = Instant::now();
-    let mut ram: Vec<u8> = Vec::new();
+    // Pages land directly in the machine's RAM, so that nothing is copied
+    // once the state arrives (the new pair's first outputs wait for us).
+    let mut ram: Option<ftvm_cpu::Ram> = None;
     let mut received = 0u64;
     let mut last_report = Instant::now();
     loop {
@@ -388,21 +395,27 @@ pub fn receive(
                     pages,
                     data,
                 } => {
-                    if ram.is_empty() {
-                        if ram_size == 0 || ram_size > (1 << 36) {
-                            bail!("the primary announced {ram_size} bytes of RAM");
+                    let r = match &mut ram {
+                        Some(r) if r.size() == ram_size => r,
+                        Some(_) => bail!("the primary changed the RAM size mid-join"),
+                        None => {
+                            if ram_size == 0
+                                || ram_size > (1 << 36)
+                                || ram_size % (JOIN_PAGE as u64) != 0
+                            {
+                                bail!("the primary announced {ram_size} bytes of RAM");
+                            }
+                            eprintln!(
+                                "ftvm: backup: joining: receiving {} MiB of guest RAM from {donor}",
+                                ram_size >> 20
+                            );
+                            ram.insert(ftvm_cpu::Ram::new(ftvm_machine::layout::RAM_BASE, ram_size))
                         }
-                        ram = vec![0; ram_size as usize];
-                        eprintln!(
-                            "ftvm: backup: joining: receiving {} MiB of guest RAM from {donor}",
-                            ram_size >> 20
-                        );
-                    } else if ram.len() as u64 != ram_size {
-                        bail!("the primary changed the RAM size mid-join");
-                    }
+                    };
+                    let bytes = r.as_bytes_mut();
                     for (i, &p) in pages.iter().enumerate() {
                         let dst = p as usize * JOIN_PAGE;
-                        ram[dst..dst + JOIN_PAGE]
+                        bytes[dst..dst + JOIN_PAGE]
                             .copy_from_slice(&data[i * JOIN_PAGE..(i + 1) * JOIN_PAGE]);
                     }
                     received += data.len() as u64;
@@ -424,10 +437,10 @@ pub fn receive(
                         disk.flush()
                             .with_context(|| format!("cannot flush the copy of disk {slot}"))?;
                     }
-                    if ram.is_empty() {
+                    let Some(ram) = ram.take() else {
                         bail!("the primary sent its state before any RAM");
-                    }
-                    let machine = Machine::from_state_and_ram(&state, ram)
+                    };
+                    let machine = Machine::from_state_and_filled_ram(&state, ram)
                         .context("the primary's state is unusable")?;
                     if machine.icount() != icount {
                         bail!(
