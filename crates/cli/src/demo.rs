@@ -29,9 +29,82 @@ const NETNS_SH: &str = include_str!("../../../scripts/netns.sh");
 const GUEST_IP: &str = "10.77.0.2";
 const NBD: &str = "10.79.0.1:10809";
 const ARBITER: &str = "10.79.0.1:10810";
-const LOG_ADDR: &str = "10.78.0.2:7000";
 const STATUS: &str = "127.0.0.1:7100";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Host `h1` or `h2`'s logging address (`--listen`) and join address
+/// (`--join-listen`).
+fn log_addr(host: &str) -> String {
+    format!("10.78.0.{}:7000", &host[1..])
+}
+fn join_addr(host: &str) -> String {
+    format!("10.78.0.{}:7001", &host[1..])
+}
+fn other(host: &str) -> &'static str {
+    if host == "h1" {
+        "h2"
+    } else {
+        "h1"
+    }
+}
+
+/// What every VM process of the demo is started with.
+struct VmArgs {
+    guest: PathBuf,
+    dir: PathBuf,
+    memory: String,
+}
+
+impl VmArgs {
+    /// `ftvm primary|backup ...` for a process on `host`; a backup with
+    /// `join` joins the process running the guest there.
+    fn for_process(&self, role: &str, host: &str, join: Option<&str>) -> Vec<String> {
+        let g = &self.guest;
+        let mut v: Vec<String> = vec![
+            role.into(),
+            "--vm".into(),
+            "vm0".into(),
+            "--arbiter".into(),
+            ARBITER.into(),
+            "--status".into(),
+            STATUS.into(),
+            "--join-listen".into(),
+            join_addr(host),
+            "--console".into(),
+            format!(
+                "file:{}",
+                self.dir.join(format!("console-{host}.txt")).display()
+            ),
+            "--no-input".into(),
+            "--bios".into(),
+            g.join("fw_jump.bin").display().to_string(),
+            "--kernel".into(),
+            g.join("Image").display().to_string(),
+            "--initrd".into(),
+            g.join("initrd.cpio.gz").display().to_string(),
+            "--memory".into(),
+            self.memory.clone(),
+            "--drive".into(),
+            format!("nbd://{NBD}/vm0"),
+            "--net".into(),
+            "tap:tap0".into(),
+        ];
+        if role == "backup" {
+            v.extend(["--listen".into(), log_addr(host)]);
+            if let Some(j) = join {
+                v.extend(["--join".into(), j.to_string()]);
+            }
+        } else {
+            v.extend([
+                "--backup".into(),
+                log_addr(other(host)),
+                "--append".into(),
+                format!("console=ttyS0 quiet ftvm.ip={GUEST_IP}/24 ftvm.redis"),
+            ]);
+        }
+        v
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -238,55 +311,23 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
         sleep(Duration::from_millis(100));
     }
 
-    let common = |role: &str, console: &str| -> Vec<String> {
-        let mut v: Vec<String> = vec![
-            role.into(),
-            "--vm".into(),
-            "vm0".into(),
-            "--arbiter".into(),
-            ARBITER.into(),
-            "--status".into(),
-            STATUS.into(),
-            "--console".into(),
-            format!("file:{}", dir.join(console).display()),
-            "--no-input".into(),
-            "--bios".into(),
-            gdir.join("fw_jump.bin").display().to_string(),
-            "--kernel".into(),
-            gdir.join("Image").display().to_string(),
-            "--initrd".into(),
-            gdir.join("initrd.cpio.gz").display().to_string(),
-            "--memory".into(),
-            args.memory.clone(),
-            "--drive".into(),
-            format!("nbd://{NBD}/vm0"),
-            "--net".into(),
-            "tap:tap0".into(),
-        ];
-        if role == "backup" {
-            v.extend(["--listen".into(), LOG_ADDR.into()]);
-        } else {
-            v.extend([
-                "--backup".into(),
-                LOG_ADDR.into(),
-                "--append".into(),
-                format!("console=ttyS0 quiet ftvm.ip={GUEST_IP}/24 ftvm.redis"),
-            ]);
-        }
-        v
+    let vm_args = VmArgs {
+        guest: gdir.clone(),
+        dir: dir.clone(),
+        memory: args.memory.clone(),
     };
     let backup_pid = lab.spawn(
         "backup",
         "h2",
         &exe,
-        &common("backup", "console-h2.txt"),
+        &vm_args.for_process("backup", "h2", None),
         "h2.log",
     )?;
     let primary_pid = lab.spawn(
         "primary",
         "h1",
         &exe,
-        &common("primary", "console-h1.txt"),
+        &vm_args.for_process("primary", "h1", None),
         "h1.log",
     )?;
     eprintln!("ftvm demo: primary (pid {primary_pid}) on {}-h1, backup (pid {backup_pid}) on {}-h2; booting the guest...", args.prefix, args.prefix);
@@ -343,45 +384,92 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
     println!("  Consoles and logs: {}", dir.display());
     if auto {
         println!();
-        return run_auto(&mut lab, &exe, &loadgen);
+        return run_auto(&mut lab, &exe, &loadgen, &vm_args);
     }
+    println!("  After a failover the demo starts a replacement backup that joins the survivor.");
     println!("  Press Ctrl-C to stop the demo and remove everything.");
-    watch(&mut lab, &exe)
+    watch(&mut lab, &exe, &vm_args)
 }
 
-/// Reports the pair's fate until Ctrl-C.
-fn watch(lab: &mut Lab, exe: &Path) -> Result<u8> {
-    let mut primary_gone = false;
-    let mut backup_gone = false;
+/// Starts a new backup on `host` that joins the process running the guest
+/// on the other host, and waits until the pair is formed.
+fn replace_backup(lab: &mut Lab, exe: &Path, vm: &VmArgs, host: &str, n: u32) -> Result<()> {
+    let args = vm.for_process("backup", host, Some(&join_addr(other(host))));
+    let name = format!("backup-{host}-{n}");
+    let pid = lab.spawn(&name, host, exe, &args, &format!("{name}.log"))?;
+    println!("ftvm demo: starting a replacement backup (pid {pid}) on {}-{host}; it joins the running guest", lab.prefix);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(120) {
+        if lab.phase(exe, host).as_deref() == Some("following")
+            && lab.phase(exe, other(host)).as_deref() == Some("paired")
+        {
+            println!(
+                "ftvm demo: protected again ({:.1} s after the replacement started)",
+                t.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        sleep(Duration::from_millis(100));
+    }
+    bail!(
+        "the replacement backup did not join:\n{}",
+        tail(&lab.dir.join(format!("{name}.log")), 20)
+    )
+}
+
+/// Reports the pair's fate until Ctrl-C, starting a replacement backup
+/// after every failover.
+fn watch(lab: &mut Lab, exe: &Path, vm: &VmArgs) -> Result<u8> {
+    // The process on each host.
+    let mut on_host: Vec<(&str, String)> = vec![("h1", "primary".into()), ("h2", "backup".into())];
+    let mut n = 0;
     loop {
         if STOP_REQUESTED.load(Ordering::SeqCst) {
             println!("\nftvm demo: stopping");
             return Ok(0);
         }
-        for (name, gone, node, solo) in [
-            ("primary", &mut primary_gone, "h2", "live"),
-            ("backup", &mut backup_gone, "h1", "alone"),
-        ] {
-            if *gone {
-                continue;
-            }
-            let exited = lab.proc_mut(name).and_then(|c| c.try_wait().ok().flatten());
-            if let Some(st) = exited {
-                *gone = true;
-                println!("ftvm demo: the {name} exited ({st})");
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_secs(30) {
-                    match lab.phase(exe, node).as_deref() {
-                        Some(ph) if ph == solo => {
-                            println!(
-                                "ftvm demo: the other side is {ph} ({:.0} ms after we noticed); the guest carries on",
-                                t.elapsed().as_secs_f64() * 1e3
-                            );
-                            break;
-                        }
-                        _ => sleep(Duration::from_millis(50)),
+        for k in 0..on_host.len() {
+            let (host, name) = (on_host[k].0, on_host[k].1.clone());
+            let exited = lab
+                .proc_mut(&name)
+                .and_then(|c| c.try_wait().ok().flatten());
+            let Some(st) = exited else { continue };
+            println!(
+                "ftvm demo: the process on {}-{host} exited ({st})",
+                lab.prefix
+            );
+            let t = Instant::now();
+            let mut solo = false;
+            while t.elapsed() < Duration::from_secs(30) {
+                match lab.phase(exe, other(host)).as_deref() {
+                    Some(ph @ ("live" | "alone")) => {
+                        println!(
+                            "ftvm demo: the other side is {ph} ({:.0} ms after we noticed); the guest carries on",
+                            t.elapsed().as_secs_f64() * 1e3
+                        );
+                        solo = true;
+                        break;
                     }
+                    _ => sleep(Duration::from_millis(50)),
                 }
+            }
+            if !solo {
+                println!(
+                    "ftvm demo: nobody took over; see the logs in {}",
+                    lab.dir.display()
+                );
+                return Ok(1);
+            }
+            n += 1;
+            replace_backup(lab, exe, vm, host, n)?;
+            on_host[k].1 = format!("backup-{host}-{n}");
+            let survivor = on_host[1 - k].1.clone();
+            if let Some(pid) = lab.proc_mut(&survivor).map(|c| c.id()) {
+                println!(
+                    "ftvm demo: the guest now runs on {}-{}: `kill -9 {pid}` to go round again",
+                    lab.prefix,
+                    other(host)
+                );
             }
         }
         sleep(Duration::from_millis(250));
@@ -389,7 +477,7 @@ fn watch(lab: &mut Lab, exe: &Path) -> Result<u8> {
 }
 
 /// The unattended demonstration.
-fn run_auto(lab: &mut Lab, exe: &Path, loadgen: &Path) -> Result<u8> {
+fn run_auto(lab: &mut Lab, exe: &Path, loadgen: &Path, vm: &VmArgs) -> Result<u8> {
     let dir = lab.dir.clone();
     println!("ftvm demo --auto: a client writes unique keys over ONE TCP connection for 10 s;");
     println!("                  the primary gets SIGKILL after 4 s.");
@@ -478,6 +566,10 @@ fn run_auto(lab: &mut Lab, exe: &Path, loadgen: &Path) -> Result<u8> {
     println!("ftvm demo --auto: the arbiter's record (generation, winner, time):");
     for l in history.lines() {
         println!("      {l}");
+    }
+    if let Err(e) = replace_backup(lab, exe, vm, "h1", 1) {
+        println!("ftvm demo --auto: {e:#}");
+        return Ok(1);
     }
     let ok = client_ok
         && r["connection_broken"] == false
