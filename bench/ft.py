@@ -26,10 +26,21 @@ use the same disk path:
      paused), the time from starting the joiner to `paired`, and the
      client's longest gap between two acknowledged SETs during the join
      window and during the failover (from the loadgen's --ops-file).
+  6. log bandwidth, shared vs non-shared disks (diskbw): two fresh pairs
+     with a 256 MiB disk, one on vm0 over NBD from `ftvm storage` (the
+     default), one with `--local-disks` (each host its own identical,
+     zero-filled sparse `--drive file=` image); the guest runs (ftvm.run,
+     started once the host sets a redis key) phases framed by console
+     markers: idle 5 s; gen (--diskbw-mib MiB of /dev/urandom into tmpfs:
+     CPU only); then --diskbw-rounds rounds of write (that file to /data,
+     conv=fsync) and read (drop_caches, read it back). The primary's
+     `ftvm status --json` is sampled every 0.25 s; per phase the report
+     gives its log_bytes_sent (MB), Mbit/s over the phase's duration (guest
+     uptime in the markers), and the shared/local ratio.
 Prints a table and a markdown snippet for docs/benchmarks.md.
 
 Needs root (network namespaces, TAP), redis-benchmark (redis-tools).
-Usage: bench/ft.py [--requests N] [--kills K] [--joins N] [--only WHAT] [--ftvm PATH]
+Usage: bench/ft.py [--requests N] [--kills K] [--joins N] [--diskbw-rounds N] [--only WHAT] [--ftvm PATH]
 The ftvm binary: --ftvm, else $FTVM_BENCH_FTVM, else $CARGO_TARGET_DIR/release/ftvm
 when CARGO_TARGET_DIR is set, else ROOT/target/release/ftvm; ftvm-loadgen is
 taken from the same directory. FTVM_BENCH_NO_BUILD=1 skips `cargo build`.
@@ -39,6 +50,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -102,6 +114,9 @@ class Lab:
         os.makedirs(self.dir)
         self.procs = {}
         self.joinable = False  # every ftvm process gets --join-listen 10.78.0.I:7001
+        self.local_disks = False  # each host its own --drive file=disk-hI.img, --local-disks
+        self.disk_size = "64M"  # of vm0 on `ftvm storage` and of the local images
+        self.append = APPEND
         sh([NETNS, "up", self.prefix, str(hosts)], stdout=subprocess.DEVNULL)
         self.up = True
 
@@ -131,7 +146,7 @@ class Lab:
         st = self.path("storage")
         os.makedirs(st)
         self.spawn("storage", "st", [self.b.ftvm, "storage", "--dir", st, "--nbd-listen", NBD,
-                                     "--arbiter-listen", ARBITER, "--create", "vm0=64M"])
+                                     "--arbiter-listen", ARBITER, "--create", "vm0=" + self.disk_size])
         end = time.monotonic() + 20
         while time.monotonic() < end:
             r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter", "--arbiter", ARBITER, "query", "vm0"],
@@ -143,23 +158,36 @@ class Lab:
             time.sleep(0.1)
         self.fail("ftvm storage did not answer on %s within 20 s" % ARBITER)
 
-    def images(self):
+    def images(self, host):
         g = self.b.guest
+        drive = "file=" + self.disk_image(host) if self.local_disks else "nbd://%s/vm0" % NBD
         return ["--bios", g + "/fw_jump.bin", "--kernel", g + "/Image", "--initrd", g + "/initrd.cpio.gz",
-                "--drive", "nbd://%s/vm0" % NBD, "--net", "tap:tap0"]
+                "--drive", drive, "--net", "tap:tap0"]
+
+    def disk_image(self, host):
+        return self.path("disk-%s.img" % host)
+
+    def create_local_disks(self):
+        """Identical zero-filled (sparse) images, one per host, of disk_size."""
+        n = int(self.disk_size[:-1]) << {"K": 10, "M": 20, "G": 30}[self.disk_size[-1]]
+        for h in ("h1", "h2"):
+            with open(self.disk_image(h), "wb") as f:
+                f.truncate(n)
 
     def ft_opts(self, host):
         opts = ["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS,
                 "--failure-timeout-ms", str(self.b.args.failure_timeout_ms), "--no-input"]
         if self.joinable:
             opts += ["--join-listen", join_addr(host)]
+        if self.local_disks:
+            opts += ["--local-disks"]
         return opts
 
     def start_plain(self):
         self.start_storage()
         self.t_spawn = time.monotonic()
         self.spawn("vm", "h1", [self.b.ftvm, "run", "--console", "file:" + self.path("console.txt"), "--no-input"]
-                   + self.images() + ["--append", APPEND])
+                   + self.images("h1") + ["--append", self.append])
         return self.wait_redis()
 
     def start_pair(self):
@@ -167,10 +195,10 @@ class Lab:
         self.t_spawn = time.monotonic()
         self.spawn("backup", "h2", [self.b.ftvm, "backup", "--listen", LOG_ADDR,
                                     "--console", "file:" + self.path("console-backup.txt")]
-                   + self.images() + self.ft_opts("h2"))
+                   + self.images("h2") + self.ft_opts("h2"))
         self.spawn("primary", "h1", [self.b.ftvm, "primary", "--backup", LOG_ADDR,
                                      "--console", "file:" + self.path("console-primary.txt"),
-                                     "--append", APPEND] + self.images() + self.ft_opts("h1"))
+                                     "--append", self.append] + self.images("h1") + self.ft_opts("h1"))
         ready = self.wait_redis()
         self.wait_phase("h2", "following", 60)
         return ready
@@ -180,7 +208,7 @@ class Lab:
         return self.spawn(tag, host, [self.b.ftvm, "backup", "--listen", "10.78.0.%s:7000" % host[1:],
                                       "--join", join_addr(donor),
                                       "--console", "file:" + self.path("console-%s.txt" % tag)]
-                          + self.images() + self.ft_opts(host))
+                          + self.images(host) + self.ft_opts(host))
 
     def wait_redis(self):
         """Waits for redis in the guest; returns seconds since the VM(s) were started."""
@@ -561,6 +589,132 @@ class Bench:
         finally:
             lab.close()
 
+    def diskbw(self, mode):
+        """One fresh pair, disks shared over NBD (mode "shared") or one image per host ("local"),
+        running the guest script of diskbw_script(); returns the log bytes per phase."""
+        a = self.args
+        lab = Lab(self, "diskbw-" + mode, 2)
+        lab.disk_size = "256M"
+        lab.append = APPEND.replace("console=ttyS0", "console=ttyS0 quiet") + \
+            ' ftvm.run="%s"' % diskbw_script(a.diskbw_rounds, a.diskbw_mib)
+        if mode == "local":
+            lab.local_disks = True
+            lab.create_local_disks()
+        sampler = StatusLog(lab, "h1")
+        try:
+            lab.start_pair()
+            sampler.start()
+            console = lab.path("console-primary.txt")
+            # The guest waits for this key before its first phase, so that every marker is seen here.
+            sh(lab.ns("c") + ["redis-cli", "-h", GUEST_IP, "set", "ftvm-bench-go", "1"], stdout=subprocess.DEVNULL)
+            markers = []  # (host monotonic time first seen, "begin"/"end", phase)
+            seen = 0
+            t0 = time.monotonic()
+            while True:
+                with open(console, errors="replace") as f:
+                    text = f.read()
+                now = time.monotonic()
+                found = DISKBW_MARKER.findall(text)
+                for m in found[seen:]:
+                    markers.append((now, m[0], m[1], float(m[2])))
+                    if m[0] != "done":
+                        print("diskbw %s: %s %s" % (mode, m[0], m[1]), flush=True)
+                seen = len(found)
+                if markers and markers[-1][1] == "done":
+                    break
+                for tag in ("primary", "backup"):
+                    if lab.procs[tag].poll() is not None:
+                        lab.fail("%s exited with %s during the disk workload" % (tag, lab.procs[tag].returncode))
+                if now - t0 > a.diskbw_timeout:
+                    lab.fail("the guest's disk workload did not finish in %d s" % a.diskbw_timeout)
+                time.sleep(0.05)
+            time.sleep(1)
+            sampler.stop.set()
+            sampler.join()
+            s = lab.status("h1")
+            if not s or s.get("phase") != "paired":
+                lab.fail("the primary is not paired after the disk workload: %s" % s)
+            phases = diskbw_phases(lab, mode, markers, sampler.samples)
+            return {"mode": mode, "phases": phases, "log_bytes_total": s["log_bytes_sent"]}
+        finally:
+            sampler.stop.set()
+            lab.close()
+
+
+# The console markers of diskbw_script(): "ftvm-bench: begin write1 UPTIME", ..., "ftvm-bench: done UPTIME".
+DISKBW_MARKER = re.compile(r"ftvm-bench: (begin|end|done) (\w*) ?([0-9.]+)")
+
+
+def diskbw_script(rounds, mib):
+    """The guest's ftvm.run command (no double quotes; the kernel command line is limited to 1024
+    bytes). Every phase is framed by console markers carrying the guest's uptime (busybox dd
+    prints no time), each followed by 2 s of sleep during which the host samples the primary's
+    status: idle (5 s of nothing), gen (MIB MiB of /dev/urandom into
+    /tmp, a tmpfs: CPU only, no disk), then per round write (the tmpfs file to /data/f, conv=fsync)
+    and read (drop the page cache, read /data/f back)."""
+    return ("until redis-cli get ftvm-bench-go | grep -q 1; do sleep 0.2; done; "
+            "p(){ read u x < /proc/uptime; echo ftvm-bench: $* $u; sleep 2; }; "
+            "p begin idle; sleep 5; p end idle; "
+            "p begin gen; dd if=/dev/urandom of=/tmp/r bs=1M count=%d; p end gen; "
+            "i=0; while [ $i -lt %d ]; do i=$((i+1)); "
+            "p begin write$i; dd if=/tmp/r of=/data/f bs=1M conv=fsync; p end write$i; "
+            "echo 3 > /proc/sys/vm/drop_caches; "
+            "p begin read$i; dd if=/data/f of=/dev/null bs=1M; p end read$i; done; "
+            "p done; sleep 1000000" % (mib, rounds))
+
+
+def diskbw_phases(lab, mode, markers, samples):
+    """Per phase: the primary's log_bytes_sent between a status sample taken during the 2 s sleep
+    after the begin marker and one during the sleep after the end marker; the phase's own time
+    (guest uptime at the end marker - at the begin marker - the 2 s sleep); the mean and max
+    log_mbit_s of the samples in between."""
+
+    def sample_after(t):
+        for ts, st in samples:
+            if ts >= t + 0.6:
+                if ts > t + 1.7:
+                    lab.fail("%s: no status sample within 1.7 s of a marker" % mode)
+                return ts, st
+        lab.fail("%s: no status sample after a marker" % mode)
+
+    begins = {p: (t, u) for t, k, p, u in markers if k == "begin"}
+    out = []
+    for t_end, k, p, u_end in markers:
+        if k != "end":
+            continue
+        t_begin, u_begin = begins[p]
+        tb, sb = sample_after(t_begin)
+        te, se = sample_after(t_end)
+        inner = [st["log_mbit_s"] for ts, st in samples if tb < ts <= te]
+        nbytes = se["log_bytes_sent"] - sb["log_bytes_sent"]
+        span = se["uptime_s"] - sb["uptime_s"]
+        out.append({"phase": p, "bytes": nbytes, "recv_bytes": se["log_bytes_received"] - sb["log_bytes_received"],
+                    "span_s": span, "phase_s": u_end - u_begin - 2,
+                    "host_s": t_end - t_begin - 2, "mbit_mean": statistics.mean(inner) if inner else None,
+                    "mbit_max": max(inner) if inner else None, "throttled_ms": se["throttled_ms"] - sb["throttled_ms"]})
+    return out
+
+
+class StatusLog(threading.Thread):
+    """(host monotonic time, `ftvm status --json`) of one host every `interval` s until stopped."""
+
+    def __init__(self, lab, host, interval=0.25):
+        super().__init__(daemon=True)
+        self.lab, self.host, self.interval = lab, host, interval
+        self.samples = []
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.is_set():
+            t = time.monotonic()
+            try:
+                s = self.lab.status(self.host)
+            except subprocess.TimeoutExpired:
+                s = None
+            if s:
+                self.samples.append((time.monotonic(), s))
+            self.stop.wait(max(0.0, self.interval - (time.monotonic() - t)))
+
 
 def fmt_gap(g):
     return "%.0f ms (%.2f-%.2f s)" % g if g else "n/a"
@@ -617,6 +771,50 @@ def report_joins(args, j, load):
             "%.1f ms" % r["last_join_pause_ms"] if r["last_join_pause_ms"] is not None else "n/a",
             r["paired_after_s"], "%.0f ms" % r["join_gap"][0] if r["join_gap"] else "n/a",
             "%.0f ms" % r["failover_gap"][0] if r["failover_gap"] else "n/a"))
+
+
+def report_diskbw(args, runs, load):
+    by = {r["mode"]: {p["phase"]: p for p in r["phases"]} for r in runs}
+    sh_, lo = by.get("shared", {}), by.get("local", {})
+    names = [p["phase"] for p in runs[0]["phases"]]
+    print()
+    print("# ftvm log bandwidth, shared vs non-shared disks (%s), %s: FT pair, 256 MiB disk, %d MiB file, %d rounds"
+          % (time.strftime("%Y-%m-%d"), time.strftime("%H:%M"), args.diskbw_mib, args.diskbw_rounds))
+    print("load average at start %s, at end %s (%d CPUs)" % (load[0], load[1], os.cpu_count()))
+    print("per phase: the primary's log_bytes_sent from a status sample ~0.6 s after the begin marker to one "
+          "~0.6 s after the end marker (2 s of guest sleep included); time = the phase's own duration by the "
+          "guest's uptime (host's view in brackets); Mbit/s = log bytes * 8 / that time")
+
+    def rate(p):
+        return p["bytes"] * 8 / max(p["phase_s"], 1e-6) / 1e6
+
+    def cell(p):
+        if not p:
+            return "n/a"
+        return "%.2f MB, %.2f Mbit/s, %.1f s (%.1f)" % (p["bytes"] / 1e6, rate(p), p["phase_s"], p["host_s"])
+
+    def ratio(a, b):
+        return "%.1f" % (a["bytes"] / b["bytes"]) if a and b and b["bytes"] else "n/a"
+
+    fmt = "%-8s %-38s %-38s %10s"
+    print(fmt % ("phase", "shared disk (NBD)", "local disks (--local-disks)", "shared/local"))
+    for n in names:
+        print(fmt % (n, cell(sh_.get(n)), cell(lo.get(n)), ratio(sh_.get(n), lo.get(n))))
+    for r in runs:
+        print("%s: log_mbit_s mean/max of the samples per phase: %s; throttled ms: %s; log bytes sent since boot %d"
+              % (r["mode"], ", ".join("%s %s" % (p["phase"], fmt_pair((p["mbit_mean"], p["mbit_max"]))
+                                                 if p["mbit_mean"] is not None else "n/a") for p in r["phases"]),
+                 ", ".join("%s %d" % (p["phase"], p["throttled_ms"]) for p in r["phases"]), r["log_bytes_total"]))
+    print()
+    print("| phase | shared: log MB | shared: Mbit/s | shared: phase s | local: log MB | local: Mbit/s "
+          "| local: phase s | log shared / local |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n in names:
+        row = [n]
+        for p in (sh_.get(n), lo.get(n)):
+            row += ["%.2f" % (p["bytes"] / 1e6), "%.2f" % rate(p), "%.1f" % p["phase_s"]] if p else ["n/a"] * 3
+        row.append(ratio(sh_.get(n), lo.get(n)))
+        print("| " + " | ".join(row) + " |")
 
 
 def fmt_pair(m):
@@ -762,8 +960,14 @@ def main():
                     help="seconds the new pair runs before the next round's kill (default 3)")
     ap.add_argument("--join-timeout", type=float, default=120,
                     help="longest wait from starting a joiner to the survivor's `paired` (default 120)")
-    ap.add_argument("--only", choices=("throughput", "kills", "joins"), action="append",
-                    help="run only these parts (repeatable): throughput (plain vs FT pair), kills, joins")
+    ap.add_argument("--diskbw-rounds", type=int, default=2,
+                    help="diskbw: write/read rounds per pair (default 2)")
+    ap.add_argument("--diskbw-mib", type=int, default=64, help="diskbw: MiB written and read per round (default 64)")
+    ap.add_argument("--diskbw-timeout", type=float, default=600,
+                    help="diskbw: longest wait for the guest's workload per pair (default 600)")
+    ap.add_argument("--only", choices=("throughput", "kills", "joins", "diskbw"), action="append",
+                    help="run only these parts (repeatable): throughput (plain vs FT pair), kills, joins, "
+                         "diskbw (log bandwidth, shared vs non-shared disks)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, consoles, reports)")
     args = ap.parse_args()
     if os.geteuid() != 0:
@@ -788,7 +992,7 @@ def main():
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    parts = set(args.only or ("throughput", "kills", "joins"))
+    parts = set(args.only or ("throughput", "kills", "joins", "diskbw"))
     ok = False
     try:
         plain = ft = None
@@ -806,6 +1010,15 @@ def main():
             j = b.joins()
             load3 = "%.2f %.2f %.2f" % os.getloadavg()
             report_joins(args, j, (load2, load3))
+        if "diskbw" in parts:
+            load4 = "%.2f %.2f %.2f" % os.getloadavg()
+            runs = []
+            for mode in ("shared", "local"):
+                print("diskbw: fresh pair, %s disk%s, %d x (write, read) of %d MiB ..."
+                      % (mode, "s" if mode == "local" else "", args.diskbw_rounds, args.diskbw_mib), flush=True)
+                runs.append(b.diskbw(mode))
+            load5 = "%.2f %.2f %.2f" % os.getloadavg()
+            report_diskbw(args, runs, (load4, load5))
         ok = True
     except BenchError as e:
         print("bench/ft.py: error: %s" % e, file=sys.stderr)
