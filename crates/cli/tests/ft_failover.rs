@@ -26,8 +26,9 @@
 //!   host that died; five times, under one client connection's load, every
 //!   acknowledged write present at the end, one arbiter win per round.
 //! - `interrupted_joins_leave_a_working_primary`: joiners killed during the
-//!   pre-copy and right after joining; the primary runs on, and a later
-//!   join succeeds and fails over.
+//!   pre-copy, at the pause (a test switch makes the joiner kill itself the
+//!   moment the state arrives) and right after joining; the primary runs
+//!   on each time, and a later join succeeds and fails over.
 //!
 //! They need root, `/dev/net/tun`, `redis-cli` and the guest image; without
 //! them they print a note and pass. Pairs boot one at a time.
@@ -251,6 +252,16 @@ impl Pair {
     /// Starts `ftvm backup` on `host` (listening on its logging address),
     /// joining the primary at `join` if given; logs to `NAME.log`.
     fn spawn_backup(&self, host: &str, name: &str, join: Option<&str>) -> Child {
+        self.spawn_backup_with(host, name, join, &[])
+    }
+
+    fn spawn_backup_with(
+        &self,
+        host: &str,
+        name: &str,
+        join: Option<&str>,
+        more: &[&str],
+    ) -> Child {
         let mut b = ftvm_in(&self.net.ns(host));
         b.args([
             "backup",
@@ -266,6 +277,7 @@ impl Pair {
             b.args(["--join", j]);
         }
         self.machine_args(&mut b, host);
+        b.args(more);
         b.stdout(Stdio::null())
             .stderr(log_file(&self.dir, &format!("{name}.log")))
             .spawn()
@@ -841,12 +853,23 @@ fn interrupted_joins_leave_a_working_primary() {
     Pair::kill(&mut j);
     sleep(Duration::from_secs(1));
     pair.wait_phase("h1", "alone", Duration::from_secs(10));
-    // 2. The joiner dies as soon as it has joined (the first log seconds).
+    // 2. The joiner dies the moment the state arrives, while the primary
+    //    pauses to form the pair (a test switch: the pause lasts a few ms).
+    let mut j = Some(pair.spawn_backup_with(
+        "h2",
+        "joiner-pause",
+        Some(join),
+        &["--test-die-at-join-state"],
+    ));
+    let st = Pair::wait_exit(&mut j, Duration::from_secs(60));
+    assert!(st.is_some(), "the joiner did not die at the join state");
+    pair.wait_phase("h1", "alone", Duration::from_secs(30));
+    // 3. The joiner dies as soon as it has joined (the first log seconds).
     let mut j = Some(pair.spawn_backup("h2", "joiner2", Some(join)));
     pair.wait_phase("h2", "following", Duration::from_secs(60));
     Pair::kill(&mut j);
     pair.wait_phase("h1", "alone", Duration::from_secs(30));
-    // 3. A later join succeeds, and that pair fails over cleanly.
+    // 4. A later join succeeds, and that pair fails over cleanly.
     pair.backup = Some(pair.spawn_backup("h2", "joiner3", Some(join)));
     pair.wait_phase("h2", "following", Duration::from_secs(60));
     pair.wait_phase("h1", "paired", Duration::from_secs(10));
@@ -854,8 +877,10 @@ fn interrupted_joins_leave_a_working_primary() {
     pair.wait_phase("h2", "live", Duration::from_secs(30));
     pair.finish_load("k", load);
     let wins = pair.arbiter_history();
-    // Generation 1: the primary alone; 2: the primary again after the
-    // second joiner died; 3: the third joiner's go-live.
-    assert_eq!(wins.len(), 3, "{wins:?}");
-    assert!(wins[2].starts_with("3\tbackup"), "{wins:?}");
+    // Generation 1: the primary alone; 2 and 3: the primary again after
+    // the joiners that died at and after the pause; 4: the last joiner's
+    // go-live.
+    assert_eq!(wins.len(), 4, "{wins:?}");
+    assert!(wins[..3].iter().all(|w| w.contains("primary")), "{wins:?}");
+    assert!(wins[3].starts_with("4\tbackup"), "{wins:?}");
 }

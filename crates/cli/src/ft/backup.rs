@@ -61,6 +61,11 @@ pub struct BackupArgs {
     /// follow it as a new pair (re-protection).
     #[arg(long, value_name = "HOST:PORT")]
     pub join: Option<SocketAddr>,
+    /// Test switch: die (SIGKILL to itself) the moment the primary's state
+    /// has arrived, i.e. while the primary is pausing to form the pair, to
+    /// check that a join interrupted there leaves a working primary.
+    #[arg(long, hide = true)]
+    pub test_die_at_join_state: bool,
     /// Where console output goes once live: stdio, null, or file:PATH.
     #[arg(long, value_name = "TARGET", default_value = "stdio")]
     pub console: ConsoleTarget,
@@ -639,6 +644,11 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
                 &rx,
                 local_disks.as_ref(),
             )?;
+            if args.test_die_at_join_state {
+                eprintln!("ftvm: backup: test switch: dying at the join state");
+                // SAFETY: kill(2) on our own pid with a valid signal.
+                unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+            }
             link = j.link;
             generation = j.generation;
             config.generation = generation;
