@@ -344,6 +344,23 @@ impl Pair {
         serde_json::from_slice(&out.stdout).ok()
     }
 
+    /// Waits until `host`'s status report satisfies `ok`.
+    fn wait_status(&self, host: &str, timeout: Duration, ok: impl Fn(&serde_json::Value) -> bool) {
+        let t = Instant::now();
+        loop {
+            if self.status(host).is_some_and(|s| ok(&s)) {
+                return;
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "{host}'s status never got there: {:?}{}",
+                self.status(host),
+                self.dump()
+            );
+            sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_phase(&self, host: &str, phase: &str, timeout: Duration) -> Duration {
         let t = Instant::now();
         loop {
@@ -863,12 +880,18 @@ fn interrupted_joins_leave_a_working_primary() {
     ));
     let st = Pair::wait_exit(&mut j, Duration::from_secs(60));
     assert!(st.is_some(), "the joiner did not die at the join state");
-    pair.wait_phase("h1", "alone", Duration::from_secs(30));
+    // The pair of generation 2 formed; its backup never spoke: the primary
+    // goes on alone at generation 2.
+    pair.wait_status("h1", Duration::from_secs(30), |s| {
+        s["phase"] == "alone" && s["generation"] == 2
+    });
     // 3. The joiner dies as soon as it has joined (the first log seconds).
     let mut j = Some(pair.spawn_backup("h2", "joiner2", Some(join)));
     pair.wait_phase("h2", "following", Duration::from_secs(60));
     Pair::kill(&mut j);
-    pair.wait_phase("h1", "alone", Duration::from_secs(30));
+    pair.wait_status("h1", Duration::from_secs(30), |s| {
+        s["phase"] == "alone" && s["generation"] == 3
+    });
     // 4. A later join succeeds, and that pair fails over cleanly.
     pair.backup = Some(pair.spawn_backup("h2", "joiner3", Some(join)));
     pair.wait_phase("h2", "following", Duration::from_secs(60));

@@ -383,6 +383,7 @@ impl Live {
                 PrimaryAction::GoAlone => {
                     eprintln!("ftvm: primary: won the arbiter; running alone (unprotected)");
                     self.report.solo_since_s = Some(self.started.elapsed().as_secs_f64());
+                    self.last_publish = 0;
                 }
                 PrimaryAction::Halt { reason } => {
                     eprintln!("ftvm: primary: halting: {reason}");
@@ -586,6 +587,9 @@ impl Live {
         let mut cfg = ft.config(self.settings.identity);
         cfg.generation = generation;
         cfg.log_header = self.settings.log_header.clone();
+        // The joiner is connected already: it must answer within the
+        // failure timeout, not the grace a backup gets to start up.
+        cfg.startup_timeout_ms = cfg.failure_timeout_ms;
         let mut core = Primary::new_at(cfg, now, icount).context("bad FT configuration")?;
         core.on_connected(now)
             .context("the new pair refused its connection")?;
@@ -616,6 +620,7 @@ impl Live {
             next_digest: icount.saturating_add(digest_interval),
             throttle_until: 0,
         });
+        self.publish(true);
         Ok(())
     }
 
