@@ -487,18 +487,25 @@ impl BackupDriver {
         self.board.publish(self.report.clone());
     }
 
+    /// Leaves the pair on purpose: the Goodbye goes out before the
+    /// connection closes, and the primary goes on alone.
+    fn leave(&mut self) {
+        if self.core.leave(self.clock.ms()).is_ok() {
+            while let Some(a) = self.core.poll_action() {
+                if let BackupAction::Send(f) = a {
+                    self.link.send(&f);
+                }
+            }
+        }
+        self.link.finish(Duration::from_secs(1));
+    }
+
     fn diverged(&mut self, why: String) -> u8 {
         eprintln!("ftvm: backup: DIVERGED from the primary: {why}");
         eprintln!(
             "ftvm: backup: this backup cannot take over; leaving so that the primary runs alone"
         );
-        let _ = self.core.leave(self.clock.ms());
-        while let Some(a) = self.core.poll_action() {
-            if let BackupAction::Send(f) = a {
-                self.link.send(&f);
-            }
-        }
-        self.link.finish(Duration::from_secs(1));
+        self.leave();
         self.report.halted = Some(format!("diverged: {why}"));
         self.publish(true);
         EXIT_DIVERGED
@@ -509,13 +516,7 @@ impl BackupDriver {
             let now = self.clock.ms();
             if STOP_REQUESTED.load(Ordering::SeqCst) {
                 eprintln!("ftvm: backup: stopping; the primary goes on alone");
-                let _ = self.core.leave(now);
-                while let Some(a) = self.core.poll_action() {
-                    if let BackupAction::Send(f) = a {
-                        self.link.send(&f);
-                    }
-                }
-                self.link.finish(Duration::from_secs(1));
+                self.leave();
                 return Ok(Next::Exit(130));
             }
             self.core.on_tick(now);
@@ -555,12 +556,7 @@ impl BackupDriver {
             }
             self.publish(false);
             if !progressed && !self.draining {
-                let wait = match self.core.next_timeout_ms() {
-                    Some(t) => {
-                        Duration::from_millis(t.saturating_sub(self.clock.ms())).min(MAX_IDLE_WAIT)
-                    }
-                    None => MAX_IDLE_WAIT,
-                };
+                let wait = self.clock.until(self.core.next_timeout_ms(), MAX_IDLE_WAIT);
                 match self.events.recv_timeout(wait) {
                     Ok(ev) => self.on_event(ev)?,
                     Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}

@@ -181,6 +181,15 @@ impl Clock {
         self.start.elapsed().as_secs_f64()
     }
 
+    /// How long to sleep until `deadline_ms` (a core's next timeout), at
+    /// most `cap`.
+    pub fn until(&self, deadline_ms: Option<u64>, cap: std::time::Duration) -> std::time::Duration {
+        match deadline_ms {
+            Some(t) => std::time::Duration::from_millis(t.saturating_sub(self.ms())).min(cap),
+            None => cap,
+        }
+    }
+
     pub fn ticks(&self) -> u64 {
         self.base_ticks
             + (self.start.elapsed().as_nanos() * TIMEBASE_HZ as u128 / 1_000_000_000) as u64

@@ -101,6 +101,21 @@ struct Pairing {
     throttle_until: u64,
 }
 
+impl Pairing {
+    /// Leaves the pair on purpose: the core's Goodbye (and whatever log it
+    /// flushes first) goes out before the connection closes.
+    fn leave(&mut self, now: u64, reason: GoodbyeReason) {
+        if self.core.leave(now, reason).is_ok() {
+            while let Some(a) = self.core.poll_action() {
+                if let PrimaryAction::Send(frame) = a {
+                    self.link.send(&frame);
+                }
+            }
+        }
+        self.link.finish(Duration::from_secs(1));
+    }
+}
+
 pub struct Live {
     machine: Machine,
     /// The machine's virtio devices (for the MACs to announce).
@@ -727,10 +742,10 @@ impl Live {
     /// How long the loop may sleep: until the core's next timeout, within
     /// `cap`.
     fn sleep_cap(&self, cap: Duration) -> Duration {
-        match self.pair.as_ref().and_then(|p| p.core.next_timeout_ms()) {
-            Some(t) => Duration::from_millis(t.saturating_sub(self.clock.ms())).min(cap),
-            None => cap,
-        }
+        self.clock.until(
+            self.pair.as_ref().and_then(|p| p.core.next_timeout_ms()),
+            cap,
+        )
     }
 
     /// Runs until the guest powers off, the protocol halts the process, or
@@ -862,14 +877,7 @@ impl Live {
             }
             let now = self.clock.ms();
             if let Some(p) = self.pair.as_mut() {
-                if p.core.leave(now, GoodbyeReason::PowerOff).is_ok() {
-                    while let Some(a) = p.core.poll_action() {
-                        if let PrimaryAction::Send(frame) = a {
-                            p.link.send(&frame);
-                        }
-                    }
-                }
-                p.link.finish(Duration::from_secs(1));
+                p.leave(now, GoodbyeReason::PowerOff);
             }
         }
         eprint!("\r\nftvm: the guest powered off\r\n");
@@ -883,14 +891,7 @@ impl Live {
         if let Some(p) = self.pair.as_mut() {
             if p.core.phase() == Phase::Paired && p.link.is_connected() {
                 eprint!("\r\nftvm: primary: stopping; the backup takes over\r\n");
-                if p.core.leave(now, GoodbyeReason::Leaving).is_ok() {
-                    while let Some(a) = p.core.poll_action() {
-                        if let PrimaryAction::Send(frame) = a {
-                            p.link.send(&frame);
-                        }
-                    }
-                }
-                p.link.finish(Duration::from_secs(1));
+                p.leave(now, GoodbyeReason::Leaving);
                 return Ok(Ended::Stopped);
             }
         }
