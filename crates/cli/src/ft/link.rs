@@ -37,6 +37,18 @@ struct Current {
     queued: Arc<AtomicUsize>,
 }
 
+impl Current {
+    /// Lets the writer send what is queued (at most `timeout`), then closes.
+    fn finish(self, timeout: Duration) {
+        drop(self.out);
+        let deadline = std::time::Instant::now() + timeout;
+        while !self.writer.is_finished() && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(2));
+        }
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
 /// The driver's handle on the logging connection.
 pub struct Link {
     events: Sender<HostEvent>,
@@ -239,12 +251,20 @@ impl Link {
     /// (a Goodbye), waiting at most `timeout`.
     pub fn finish(&mut self, timeout: Duration) {
         if let Some(c) = self.current.take() {
-            drop(c.out);
-            let deadline = std::time::Instant::now() + timeout;
-            while !c.writer.is_finished() && std::time::Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(2));
+            c.finish(timeout);
+        }
+    }
+
+    /// Like [`finish`](Self::finish), without making the caller wait: for a
+    /// connection refused while the guest runs (a join turned down).
+    pub fn finish_in_background(&mut self, timeout: Duration) {
+        if let Some(c) = self.current.take() {
+            let spawned = thread::Builder::new()
+                .name("ft-goodbye".into())
+                .spawn(move || c.finish(timeout));
+            if let Err(e) = spawned {
+                tracing::warn!("cannot close a refused connection in the background: {e}");
             }
-            let _ = c.stream.shutdown(Shutdown::Both);
         }
     }
 
