@@ -48,8 +48,9 @@ enum Command {
     /// The machine options must describe the primary's machine (images,
     /// memory, devices, MACs): the handshake checks it. The kernel command
     /// line (--append is ignored), the RNG seed and the boot time come from
-    /// the primary. Drives and TAP devices are only probed at startup and
-    /// opened when the backup goes live.
+    /// the primary. TAP devices are attached at startup but not used until
+    /// the backup goes live; drives are opened then (with --local-disks,
+    /// the backup's own copies at startup).
     Backup(ft::backup::BackupArgs),
     /// A fault-tolerant redis on this machine: storage, primary and backup
     /// in network namespaces; kill the primary and watch the backup take over.

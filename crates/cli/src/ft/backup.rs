@@ -72,8 +72,8 @@ pub struct BackupArgs {
     /// Do not read console input from stdin once live.
     #[arg(long)]
     pub no_input: bool,
-    /// The same machine as the primary's (images, memory, devices); the
-    /// drives and network cards are opened only when the backup goes live.
+    /// The same machine as the primary's (images, memory, devices); shared
+    /// drives are opened only when the backup goes live.
     #[command(flatten)]
     pub machine: MachineArgs,
 }
@@ -568,11 +568,9 @@ impl BackupDriver {
 
 /// `ftvm backup`.
 pub fn backup(args: BackupArgs) -> Result<u8> {
-    // Building the machine here checks the images and that every drive and
-    // TAP device can be opened; nothing stays open (a TAP with no reader has
-    // no carrier, so the bridge sends the guest's traffic only to the
-    // primary; image files are the primary's). They are opened for real
-    // when going live.
+    // Building the machine here checks the images and that every drive can
+    // be opened, without keeping any (shared images are the primary's until
+    // the backup goes live).
     let (own, _paths) = args.machine.build_probed()?;
     // The TAP devices are attached now and kept, unread, until going live:
     // a freshly attached TAP can lose frames for up to a second while the
