@@ -174,8 +174,8 @@ macro_rules! isa_tests {
 }
 
 isa_tests!(
-    rv64i, rv64m, rv64a, rvc, fp_arith, fp_cvt, fp_fs, csr, traps, paging, tlb, interrupts, wfi,
-    misaligned,
+    rv64i, rv64m, rv64a, rvc, fp_arith, fp_cvt, fp_fs, csr, counters, traps, paging, tlb,
+    interrupts, wfi, misaligned,
 );
 
 /// Negative test: a deliberately failing program must propagate its code.

@@ -51,6 +51,16 @@ pub const PMPCFG0: u16 = 0x3a0;
 pub const PMPADDR0: u16 = 0x3b0;
 pub const MCYCLE: u16 = 0xb00;
 pub const MINSTRET: u16 = 0xb02;
+// Debug triggers (Sdtrig): present, with no trigger implemented.
+pub const TSELECT: u16 = 0x7a0;
+pub const TDATA1: u16 = 0x7a1;
+pub const TDATA2: u16 = 0x7a2;
+pub const TDATA3: u16 = 0x7a3;
+pub const TINFO: u16 = 0x7a4;
+
+/// `mcountinhibit` bits that stop a counter: CY (mcycle) and IR (minstret).
+pub const COUNTINHIBIT_CY: u64 = 1 << 0;
+pub const COUNTINHIBIT_IR: u64 = 1 << 2;
 
 // mstatus bits.
 pub const MSTATUS_SIE: u64 = 1 << 1;
@@ -159,8 +169,11 @@ pub struct Csrs {
     pub satp: u64,
     pub pmpcfg: [u64; 8],
     pub pmpaddr: Vec<u64>,
-    /// mcycle = icount + cycle_offset (writes to mcycle adjust the offset).
+    /// mcycle as the next step reads it = `icount` + `cycle_offset` while it
+    /// counts; while `mcountinhibit.CY` stops it, `cycle_offset` holds the
+    /// frozen value itself. See [`Hart::counter`].
     pub cycle_offset: u64,
+    /// The same for minstret and `mcountinhibit.IR`.
     pub instret_offset: u64,
 }
 
@@ -233,6 +246,34 @@ impl Hart {
         }
     }
 
+    /// The value of mcycle (`bit` = [`COUNTINHIBIT_CY`]) or minstret
+    /// ([`COUNTINHIBIT_IR`]) as the executing instruction reads it: the
+    /// steps taken *before* it plus the offset, or the frozen value while
+    /// `mcountinhibit` stops the counter. During an instruction `icount`
+    /// already counts that instruction, hence the `- 1`. Every step counts
+    /// one cycle, so the two counters advance together.
+    pub(crate) fn counter(&self, bit: u64) -> u64 {
+        let c = &self.csr;
+        let offset = if bit == COUNTINHIBIT_CY {
+            c.cycle_offset
+        } else {
+            c.instret_offset
+        };
+        if c.mcountinhibit & bit != 0 {
+            offset
+        } else {
+            self.icount.wrapping_sub(1).wrapping_add(offset)
+        }
+    }
+
+    fn counter_offset(c: &mut Csrs, bit: u64) -> &mut u64 {
+        if bit == COUNTINHIBIT_CY {
+            &mut c.cycle_offset
+        } else {
+            &mut c.instret_offset
+        }
+    }
+
     /// Reads CSR `csr`, or the illegal-instruction trap for `insn`.
     pub(crate) fn csr_read<B: Bus>(&self, csr: u16, insn: u32, bus: &B) -> Result<u64, Trap> {
         let illegal = Trap::illegal(insn as u64);
@@ -256,9 +297,9 @@ impl Hart {
                     return Err(illegal);
                 }
                 match csr {
-                    CYCLE => self.icount.wrapping_add(c.cycle_offset),
+                    CYCLE => self.counter(COUNTINHIBIT_CY),
                     TIME => bus.time(self.icount),
-                    INSTRET => self.icount.wrapping_add(c.instret_offset),
+                    INSTRET => self.counter(COUNTINHIBIT_IR),
                     _ => 0,
                 }
             }
@@ -300,8 +341,13 @@ impl Hart {
                 c.pmpcfg[((csr - PMPCFG0) / 2) as usize]
             }
             0x3b0..=0x3ef => c.pmpaddr[(csr - PMPADDR0) as usize],
-            MCYCLE => self.icount.wrapping_add(c.cycle_offset),
-            MINSTRET => self.icount.wrapping_add(c.instret_offset),
+            MCYCLE => self.counter(COUNTINHIBIT_CY),
+            MINSTRET => self.counter(COUNTINHIBIT_IR),
+            // No triggers: tselect reads 0 whatever is written, tdata1 reads
+            // type 0 ("no trigger here"), tinfo has only bit 0 (debug spec
+            // 1.0, 5.7: the value for a trigger that does not exist).
+            TSELECT | TDATA1 | TDATA2 | TDATA3 => 0,
+            TINFO => 1,
             // mhpmcounter3..31 and mhpmevent3..31: present, hardwired to zero.
             0xb03..=0xb1f | 0x323..=0x33f => 0,
             _ => return Err(illegal),
@@ -375,7 +421,22 @@ impl Hart {
             MTVEC => c.mtvec = warl_tvec(c.mtvec, value),
             MCOUNTEREN => c.mcounteren = value & 0xffff_ffff,
             MENVCFG => c.menvcfg = value & 1,
-            MCOUNTINHIBIT => c.mcountinhibit = value & 0xffff_fffd,
+            MCOUNTINHIBIT => {
+                let new = value & 0xffff_fffd;
+                for bit in [COUNTINHIBIT_CY, COUNTINHIBIT_IR] {
+                    if (c.mcountinhibit ^ new) & bit != 0 {
+                        // Switch the offset between its two meanings, so
+                        // the counter neither jumps nor counts while stopped.
+                        let offset = Self::counter_offset(c, bit);
+                        *offset = if new & bit != 0 {
+                            self.icount.wrapping_add(*offset) // freeze
+                        } else {
+                            offset.wrapping_sub(self.icount) // resume
+                        };
+                    }
+                }
+                c.mcountinhibit = new;
+            }
             MSCRATCH => c.mscratch = value,
             MEPC => c.mepc = value & !1,
             MCAUSE => c.mcause = value,
@@ -409,8 +470,23 @@ impl Hart {
                     c.pmpaddr[i] = value & ((1 << 54) - 1);
                 }
             }
-            MCYCLE => c.cycle_offset = value.wrapping_sub(self.icount),
-            MINSTRET => c.instret_offset = value.wrapping_sub(self.icount),
+            MCYCLE | MINSTRET => {
+                let bit = if csr == MCYCLE {
+                    COUNTINHIBIT_CY
+                } else {
+                    COUNTINHIBIT_IR
+                };
+                let stopped = c.mcountinhibit & bit != 0;
+                // The written value is what the next step reads: the write
+                // replaces the writing instruction's own increment.
+                *Self::counter_offset(c, bit) = if stopped {
+                    value
+                } else {
+                    value.wrapping_sub(self.icount)
+                };
+            }
+            // Writes to a trigger that does not exist are ignored.
+            TSELECT | TDATA1 | TDATA2 | TDATA3 | TINFO => {}
             0xb03..=0xb1f | 0x323..=0x33f => {}
             _ => return Err(illegal),
         }

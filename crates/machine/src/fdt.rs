@@ -13,9 +13,11 @@ use crate::layout;
 use vm_fdt::FdtWriter;
 
 /// Instruction set advertised in `riscv,isa`: RV64GC spelled out, with the
-/// Zicsr/Zifencei split named explicitly (Linux 6.1 and OpenSBI parse the
-/// multi-letter extensions after `_`; nothing else is claimed).
-pub const RISCV_ISA: &str = "rv64imafdc_zicsr_zifencei";
+/// Zicsr/Zifencei split and the base counters (Zicntr) named explicitly
+/// (Linux 6.1 and OpenSBI parse the multi-letter extensions after `_`).
+/// Nothing else is claimed: no Sstc, no Zihpm counters beyond the
+/// hardwired-zero ones, no debug triggers (Sdtrig's CSRs exist and say so).
+pub const RISCV_ISA: &str = "rv64imafdc_zicntr_zicsr_zifencei";
 /// UART input clock, as QEMU advertises it (3.6864 MHz).
 pub const UART_CLOCK_HZ: u32 = 0x38_4000;
 
@@ -522,7 +524,7 @@ mod tests {
             "test@100000 {",
             "virtio_mmio@10008000 {",
             "interrupts-extended = <0x02 0x0b 0x02 0x09>;",
-            "riscv,isa = \"rv64imafdc_zicsr_zifencei\";",
+            "riscv,isa = \"rv64imafdc_zicntr_zicsr_zifencei\";",
             "stdout-path = \"/soc/serial@10000000\";",
             "regmap = <0x04>;",
         ] {
