@@ -136,3 +136,31 @@ fn bad_images_give_one_clear_error() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A harness that keeps stdin open (an expect-style script, a test driver)
+/// must not hold up the exit: `ftvm run` and `ftvm record` exit as soon as
+/// the guest powers off, while the pipe is still open and silent.
+#[test]
+fn exits_at_poweroff_while_stdin_stays_open() {
+    let log = std::env::temp_dir().join(format!("ftvm-stdin-{}.log", std::process::id()));
+    for command in ["run", "record"] {
+        let mut args = vec![command.to_string()];
+        if command == "record" {
+            args.extend(["--log".to_string(), log.display().to_string()]);
+        }
+        args.extend(guest_image_args());
+        let mut g = Guest::spawn(&args);
+        g.wait_for_shell();
+        g.send("poweroff -f");
+        g.expect("reboot: Power down", Duration::from_secs(60));
+        let down = std::time::Instant::now();
+        // The stdin pipe stays open (held by `g`) and nothing more is sent.
+        assert_eq!(g.wait_exit(Duration::from_secs(30)), 0, "{command}");
+        let after = down.elapsed();
+        assert!(
+            after < Duration::from_secs(5),
+            "ftvm {command} took {after:?} to exit after the guest powered off"
+        );
+    }
+    let _ = std::fs::remove_file(&log);
+}
