@@ -33,8 +33,10 @@ use crate::events::HostEvent;
 pub const QUANTUM: u64 = 500_000;
 /// Longest the driver sleeps while the guest idles.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(50);
-/// How often a recording is flushed to its file.
-const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// How often a recording is written to its file (a `write`, no `fsync`): a
+/// SIGKILLed recorder loses at most this much real time of guest execution
+/// plus one quantum. Also before an idle sleep that would pass this mark.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
 
 pub static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 
@@ -222,6 +224,12 @@ impl Driver {
                         }
                         None => MAX_IDLE_WAIT,
                     };
+                    if let Some(r) = self.recorder.as_mut() {
+                        if self.last_flush.elapsed() + wait >= FLUSH_EVERY {
+                            r.flush().context("cannot write the log")?;
+                            self.last_flush = Instant::now();
+                        }
+                    }
                     match self.events.recv_timeout(wait) {
                         Ok(ev) => {
                             // Applied at the top of the next turn, after the time input.

@@ -38,7 +38,9 @@ enum Command {
     Run(run::RunArgs),
     /// Run like `run`, writing every input to a log for `ftvm replay`.
     Record(run::RecordArgs),
-    /// Re-execute a recorded log without host I/O and check it matches.
+    /// Re-execute a recorded log without host I/O and check it matches
+    /// (exit 0; 3 if it diverges; 5 if the log was cut short, replayed and
+    /// matched up to its last complete entry).
     Replay(replay::ReplayArgs),
     /// Run the guest as the primary of a fault-tolerant pair: stream every
     /// input to the backup, release outputs once it has them.

@@ -54,6 +54,10 @@ pub struct ReplayArgs {
 
 /// Exit status when the replay diverges from the recording.
 pub const EXIT_DIVERGED: u8 = 3;
+/// Exit status when the log was cut short (the recorder was killed or its
+/// host crashed) and the replay reached its last complete entry with every
+/// check up to there passed.
+pub const EXIT_CUT_SHORT: u8 = 5;
 
 fn load_image(
     role: &str,
@@ -207,6 +211,23 @@ pub fn replay(args: ReplayArgs) -> Result<u8> {
         Err(ReplayError::Diverged(d)) => {
             eprintln!("ftvm: {d}");
             Ok(EXIT_DIVERGED)
+        }
+        Err(ReplayError::CutShort(c)) => {
+            eprintln!("ftvm: {c}");
+            if let Some((at, _)) = snapshot {
+                eprintln!(
+                    "ftvm: no snapshot written: --snapshot-at {at} lies past the end of the log"
+                );
+            }
+            if args.stats {
+                eprintln!(
+                    "ftvm: replayed {} steps in {:.3} s ({:.1} MIPS)",
+                    c.at,
+                    secs,
+                    c.at as f64 / secs / 1e6
+                );
+            }
+            Ok(EXIT_CUT_SHORT)
         }
         Err(e) => Err(e).context("replay failed"),
     }

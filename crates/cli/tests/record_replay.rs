@@ -182,18 +182,18 @@ fn damaged_foreign_and_mismatched_logs_are_refused() {
             "{name}: expected {needle:?} in: {err}"
         );
     };
-    // Truncated at several points: in the header, early, in the middle, just before the end.
-    for (i, cut) in [20, 200, bytes.len() / 2, bytes.len() - 3]
-        .into_iter()
-        .enumerate()
-    {
-        check(&format!("trunc{i}.log"), &bytes[..cut], &[], "truncated");
-    }
+    // Cut inside the header: nothing to replay.
+    check("trunc-header.log", &bytes[..20], &[], "truncated");
     // One bit flipped in the middle of the entries.
     let mut flipped = bytes.clone();
     let mid = bytes.len() / 2;
     flipped[mid] ^= 0x10;
     check("flip.log", &flipped, &[], "checksum mismatch");
+    // Zeros that are followed by data are damage, not a cut.
+    let mut garbage = bytes[..mid].to_vec();
+    garbage.extend_from_slice(&[0; 4096]);
+    garbage.extend_from_slice(&[0xa5; 64]);
+    check("garbage-tail.log", &garbage, &[], "damaged");
     // Not a log at all.
     check(
         "foreign.log",
@@ -211,6 +211,99 @@ fn damaged_foreign_and_mismatched_logs_are_refused() {
         &bytes,
         &["--initrd".into(), s(&other)],
         "different machine or images",
+    );
+}
+
+/// A log cut short (the recorder SIGKILLed, its host crashed) replays up to
+/// its last complete frame with exit status 5 and says where it stopped; a
+/// tail of zero bytes (file extended, data never written) counts as a cut.
+#[test]
+fn a_log_cut_short_replays_to_its_last_complete_frame() {
+    let (log, _) = recording();
+    let bytes = std::fs::read(log).expect("log");
+    let mut reached = Vec::new();
+    let mut zero_tail = bytes[..bytes.len() / 2].to_vec();
+    zero_tail.extend_from_slice(&[0; 4096]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "cut-early.log",
+            bytes[..bytes.len() / 10].to_vec(),
+            "incomplete",
+        ),
+        (
+            "cut-mid.log",
+            bytes[..bytes.len() / 2].to_vec(),
+            "incomplete",
+        ),
+        (
+            "cut-end.log",
+            bytes[..bytes.len() - 3].to_vec(),
+            "incomplete",
+        ),
+        ("cut-zeros.log", zero_tail, "never written"),
+    ];
+    for (name, data, tail) in cases {
+        let p = tmp(name);
+        std::fs::write(&p, &data).expect("write");
+        let (code, err) = replay(&[
+            "replay".to_string(),
+            "--log".into(),
+            s(&p),
+            "--console".into(),
+            "null".into(),
+        ]);
+        assert_eq!(code, 5, "{name}: {err}");
+        assert!(
+            err.contains("cut short") && err.contains(tail),
+            "{name}: {err}"
+        );
+        let step: u64 = err
+            .split("to step ")
+            .nth(1)
+            .and_then(|r| r.split(';').next())
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no step in {err}"));
+        reached.push(step);
+    }
+    // Longer prefixes reach further; the zero tail reaches what its prefix does.
+    assert!(
+        reached[0] < reached[1] && reached[1] < reached[2],
+        "{reached:?}"
+    );
+    assert_eq!(reached[3], reached[1], "{reached:?}");
+}
+
+/// `ftvm record` SIGKILLed in the middle of a console session: the log it
+/// leaves replays to the last command typed (the recorder writes its log at
+/// least every 50 ms), and the replayed console shows that command's output.
+#[test]
+fn a_sigkilled_recording_replays_to_the_last_command() {
+    let log = tmp("killed.log");
+    let console = tmp("killed.console");
+    let mut args = vec!["record".to_string(), "--log".into(), s(&log)];
+    args.extend(guest_image_args());
+    let mut g = Guest::spawn(&args);
+    g.wait_for_shell();
+    assert_eq!(g.sh("echo $((6*7))"), "42");
+    g.send("echo last-command-$((1000+337))");
+    g.expect("last-command-1337", Duration::from_secs(60));
+    // Well past one flush interval, then no chance to write an end record.
+    std::thread::sleep(Duration::from_millis(300));
+    g.child.kill().expect("SIGKILL the recorder");
+    let _ = g.child.wait();
+    let (code, err) = replay(&[
+        "replay".to_string(),
+        "--log".into(),
+        s(&log),
+        "--console".into(),
+        format!("file:{}", s(&console)),
+    ]);
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("cut short"), "{err}");
+    let replayed = std::fs::read_to_string(&console).expect("replayed console");
+    assert!(
+        replayed.contains("last-command-1337"),
+        "the replay stops before the last command's output:\n{replayed}"
     );
 }
 

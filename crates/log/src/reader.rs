@@ -4,8 +4,12 @@
 //! as truncated at the exact byte where its last complete frame ends.
 
 use crate::error::LogError;
-use crate::frame::{DecodeState, Decoded, Entry, Step};
+use crate::frame::{DecodeState, Decoded, Entry, Step, MAX_FRAME_BODY};
 use crate::header::LogHeader;
+use crate::varint;
+
+/// Bytes of the CRC32C that closes every frame.
+const CRC_LEN: u64 = 4;
 
 /// Reads entries from a complete in-memory log.
 ///
@@ -100,6 +104,27 @@ impl<'a> SliceReader<'a> {
     /// Whether the end-of-log marker has been read.
     pub fn is_finished(&self) -> bool {
         self.finished
+    }
+
+    /// Whether the bytes from the next frame on look never written: zero
+    /// bytes up to the end, except perhaps the beginning of that one frame
+    /// (as far as its length prefix reaches), whose own last byte must then
+    /// be zero too. A file whose length the kernel extended but whose last
+    /// pages never reached the disk (a host crash) ends so. A damaged frame
+    /// with data after it is not such a tail.
+    pub fn rest_is_unwritten(&self) -> bool {
+        let rest = &self.bytes[self.pos..];
+        if rest.is_empty() {
+            return false;
+        }
+        let frame_end = match varint::decode(rest) {
+            Ok(Some((len, n))) if len <= MAX_FRAME_BODY => {
+                (n as u64 + len + CRC_LEN).min(rest.len() as u64) as usize
+            }
+            _ => 0,
+        };
+        let (frame, after) = rest.split_at(frame_end);
+        after.iter().all(|&b| b == 0) && frame.last().is_none_or(|&b| b == 0)
     }
 }
 

@@ -1280,3 +1280,42 @@ fn stream_buffer_stays_bounded() {
     assert_eq!(d.offset(), enc.offset());
     assert_eq!(d.buffered(), 0);
 }
+
+/// The tail of a log whose last pages never reached the disk (zeros, maybe
+/// after the start of one frame) is told apart from damage followed by data.
+#[test]
+fn unwritten_tail_is_told_from_damage() {
+    let frame_a = raw_frame(&[5, 1, 0xaa, 0xbb]);
+    let frame_b = raw_frame(&[3, 1, 0xcc, 0xdd, 0xee]);
+    let stopped_after_a = |tail: &[u8]| {
+        let mut frames = frame_a.clone();
+        frames.extend_from_slice(tail);
+        let bytes = log_with(&frames);
+        let (_, mut r) = SliceReader::new(&bytes).unwrap();
+        assert!(r.next_entry().unwrap().is_some());
+        assert!(r.next_entry().is_err());
+        r.rest_is_unwritten()
+    };
+    // Only zeros after the last whole frame.
+    assert!(stopped_after_a(&[0; 100]));
+    // The first half of frame B written, the rest of its sectors zero.
+    let mut half = frame_b[..frame_b.len() / 2].to_vec();
+    half.resize(frame_b.len(), 0);
+    half.extend_from_slice(&[0; 50]);
+    assert!(stopped_after_a(&half));
+    // Frame B whole but one bit flipped: damage (its checksum byte is not zero).
+    let mut flipped = frame_b.clone();
+    flipped[2] ^= 1;
+    assert_ne!(
+        flipped.last(),
+        Some(&0),
+        "pick a frame whose CRC ends non-zero"
+    );
+    assert!(!stopped_after_a(&flipped));
+    // Zeros with data after them: damage.
+    let mut zeros_then_data = vec![0; 64];
+    zeros_then_data.extend_from_slice(&frame_b);
+    assert!(!stopped_after_a(&zeros_then_data));
+    // Nothing after the frame at all is a clean cut, not a zero tail.
+    assert!(!stopped_after_a(&[]));
+}

@@ -23,4 +23,4 @@ pub use header::{
     RecordedConfig,
 };
 pub use recorder::{OutputHasher, Recorder};
-pub use replayer::{Divergence, ReplayError, ReplayOutcome, Replayer};
+pub use replayer::{CutShort, Divergence, ReplayError, ReplayOutcome, Replayer};

@@ -56,10 +56,40 @@ pub enum ReplayError {
     },
     #[error("the log has entries after the recorder's end record (first at step {icount})")]
     AfterEnd { icount: u64 },
+    /// Not damage: the recording stopped (SIGKILL, a host crash) before it
+    /// wrote its end record. Every entry up to the cut was replayed and
+    /// checked; `at` is the step the machine reached.
+    #[error("{0}")]
+    CutShort(CutShort),
     #[error("the log ends at step {at} without the recorder's end record (was the recording cut short?)")]
     NoEndRecord { at: u64 },
     #[error("the log's entry at step {expected} lies before the machine's current step {at}")]
     Behind { at: u64, expected: u64 },
+}
+
+/// Where a log that was cut short ends, and what its replay verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CutShort {
+    /// The step the replay reached: that of the last complete entry.
+    pub at: u64,
+    /// The last step whose digest matched (0 = the start).
+    pub verified: u64,
+    /// Complete entries replayed.
+    pub entries: u64,
+    /// Byte offset where the complete frames end.
+    pub offset: u64,
+    /// What follows the last complete frame.
+    pub tail: String,
+}
+
+impl fmt::Display for CutShort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the log was cut short at byte {} ({}): replayed its {} complete entries to step {}; the last digest checked matched at step {}",
+            self.offset, self.tail, self.entries, self.at, self.verified
+        )
+    }
 }
 
 /// Summary of a replay that reached the log's end record.
@@ -130,7 +160,11 @@ impl<'a> Replayer<'a> {
 
     fn peek(&mut self) -> Result<Option<&(u64, Record)>, ReplayError> {
         if self.pending.is_none() {
-            if let Some(e) = self.reader.next_entry()? {
+            let next = match self.reader.next_entry() {
+                Ok(next) => next,
+                Err(e) => return Err(self.log_error(e)),
+            };
+            if let Some(e) = next {
                 let rec =
                     Record::decode(e.kind, e.payload).map_err(|source| ReplayError::Codec {
                         index: self.index,
@@ -142,6 +176,38 @@ impl<'a> Replayer<'a> {
             }
         }
         Ok(self.pending.as_ref())
+    }
+
+    /// Classifies a log error: the end of a recording that was cut short
+    /// (the frames stop, whole or mid-frame, or the rest of the file was
+    /// never written: zero bytes) is [`ReplayError::CutShort`]; anything else — a
+    /// bad checksum, a malformed frame with data after it — is damage.
+    fn log_error(&mut self, e: LogError) -> ReplayError {
+        let tail = match &e {
+            LogError::Truncated { inside, .. } => match inside {
+                ftvm_log::Part::NextFrame => "no end-of-log marker".to_string(),
+                part => format!("{part} of the next frame is incomplete"),
+            },
+            _ if self.reader.rest_is_unwritten() => {
+                "the rest was never written: zero bytes".to_string()
+            }
+            _ => return ReplayError::Log(e),
+        };
+        if let Some((at, msg)) = self.output_mismatch.take() {
+            // The outputs already differed: that is the finding.
+            return ReplayError::Diverged(Divergence {
+                after: self.last_verified,
+                at,
+                differences: vec![msg],
+            });
+        }
+        ReplayError::CutShort(CutShort {
+            at: self.machine.icount(),
+            verified: self.last_verified,
+            entries: self.index,
+            offset: self.reader.offset(),
+            tail,
+        })
     }
 
     /// Step of the next log entry, if any.
@@ -288,7 +354,13 @@ impl<'a> Replayer<'a> {
             Record::End(end) => {
                 // Nothing may follow but the log's own end frame: a log cut
                 // or damaged after the end record is still a damaged log.
-                if let Some(e) = self.reader.next_entry()? {
+                let next = match self.reader.next_entry() {
+                    Ok(next) => next,
+                    // The end record was written but not the log's end
+                    // frame: the recording stopped right at its end.
+                    Err(e) => return Err(self.log_error(e)),
+                };
+                if let Some(e) = next {
                     return Err(ReplayError::AfterEnd { icount: e.icount });
                 }
                 return Ok(Some(ReplayOutcome {
