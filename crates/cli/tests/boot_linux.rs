@@ -164,3 +164,34 @@ fn exits_at_poweroff_while_stdin_stays_open() {
     }
     let _ = std::fs::remove_file(&log);
 }
+
+/// `ftvm.redis.args=` passes options to the guest's redis-server; without
+/// it redis keeps its safe default (DEBUG refused).
+#[test]
+fn redis_options_come_from_the_kernel_command_line() {
+    for (extra, debug_allowed) in [
+        ("", false),
+        (" ftvm.redis.args=\"--enable-debug-command yes\"", true),
+    ] {
+        let mut args = vec!["run".to_string()];
+        args.extend(guest_image_args());
+        args.extend([
+            "--append".to_string(),
+            format!("console=ttyS0 ftvm.redis{extra}"),
+        ]);
+        let mut g = Guest::spawn(&args);
+        g.expect("ftvm-guest: redis ready", Duration::from_secs(120));
+        g.wait_for_shell();
+        let answer = g.sh("redis-cli debug sleep 0");
+        if debug_allowed {
+            assert_eq!(answer, "OK", "with {extra:?}");
+        } else {
+            assert!(
+                answer.contains("DEBUG command not allowed"),
+                "DEBUG must stay off by default: {answer:?}"
+            );
+        }
+        g.send("poweroff");
+        assert_eq!(g.wait_exit(Duration::from_secs(60)), 0);
+    }
+}
