@@ -10,6 +10,7 @@ mod events;
 mod ft;
 mod guest;
 mod machine_args;
+mod reactor;
 mod replay;
 mod run;
 mod storage_cmd;

@@ -1,57 +1,124 @@
 //! The logging connection of an FT pair, as the drivers see it: one TCP
-//! stream at a time, numbered, with a reader thread that decodes frames
-//! (`WireDecoder`) and a writer thread that sends what the core asked for,
-//! so that a slow or frozen peer never blocks the machine loop. Both report
-//! to the driver's event channel; events of a connection that has since
-//! been replaced carry its old number and are ignored. The primary dials
-//! (one attempt at a time, in a thread, with a short connect timeout); the
-//! backup accepts on a listener thread. Nothing here interprets frames:
-//! that is the protocol core's job.
+//! stream at a time, numbered, non-blocking and registered with the
+//! driver's readiness loop ([`crate::reactor`]) under its number. The
+//! driver's own thread reads it (`WireDecoder`) as soon as the loop reports
+//! it readable, and writes what the core asked for straight away; bytes the
+//! socket does not take at once wait in an output buffer that the loop
+//! flushes when the socket becomes writable, so a slow or frozen peer never
+//! blocks the machine. What the connection produced (frames, its end) is
+//! collected as [`FtEvent`]s for the driver, which ignores events of a
+//! connection it has since replaced. The primary dials (one attempt at a
+//! time, in a thread, with a short connect timeout: not on the hot path);
+//! the backup accepts on a listener registered with the same loop. Nothing
+//! here interprets frames: that is the protocol core's job.
 
-use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
-use std::sync::Arc;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ftvm_ft::wire::WireDecoder;
 use ftvm_ft::Frame;
+use mio::{Interest, Registry, Token};
 
-use crate::events::{FtEvent, HostEvent};
+use crate::events::{EventSender, FtEvent, HostEvent};
 
 /// Limit for one dial attempt.
 const DIAL_TIMEOUT: Duration = Duration::from_millis(300);
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 256 << 10;
 
 struct Current {
     id: u64,
-    stream: TcpStream,
-    out: Sender<Vec<u8>>,
-    writer: thread::JoinHandle<()>,
-    /// Bytes handed to the writer thread and not yet written. While it is
-    /// zero, `send` writes on the caller's thread without blocking (one
-    /// thread hop less on every acknowledgement's round trip); otherwise
-    /// it queues behind them, so the byte order is kept.
-    queued: Arc<AtomicUsize>,
+    stream: mio::net::TcpStream,
+    peer: Option<SocketAddr>,
+    dec: WireDecoder,
+    /// Bytes the socket has not taken yet, from `out_pos` on.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// The connection failed (reported once as `Closed`); nothing more is
+    /// read or written on it.
+    broken: bool,
 }
 
 impl Current {
-    /// Lets the writer send what is queued (at most `timeout`), then closes.
-    fn finish(self, timeout: Duration) {
-        drop(self.out);
-        let deadline = std::time::Instant::now() + timeout;
-        while !self.writer.is_finished() && std::time::Instant::now() < deadline {
-            thread::sleep(Duration::from_millis(2));
+    fn queued(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Writes what the socket takes now; `Err` when the connection broke.
+    fn flush(&mut self) -> std::io::Result<()> {
+        while self.out_pos < self.out.len() {
+            match self.stream.write(&self.out[self.out_pos..]) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => self.out_pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let _ = self.stream.shutdown(Shutdown::Both);
+        if self.out_pos == self.out.len() {
+            self.out.clear();
+            self.out_pos = 0;
+        } else if self.out_pos > (1 << 20) && self.out_pos * 2 > self.out.len() {
+            self.out.drain(..self.out_pos);
+            self.out_pos = 0;
+        }
+        Ok(())
+    }
+
+    /// Reads everything available, decoding frames into `events`.
+    fn read(&mut self, buf: &mut [u8], events: &mut Vec<FtEvent>) {
+        let conn = self.id;
+        loop {
+            let n = match self.stream.read(buf) {
+                Ok(0) => {
+                    let error = self
+                        .dec
+                        .finish()
+                        .err()
+                        .map(|e| format!("the peer closed the connection mid-frame: {e}"));
+                    self.broken = true;
+                    events.push(FtEvent::Closed { conn, error });
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.broken = true;
+                    events.push(FtEvent::Closed {
+                        conn,
+                        error: Some(format!("logging connection broken: {e}")),
+                    });
+                    return;
+                }
+            };
+            self.dec.push(&buf[..n]);
+            loop {
+                match self.dec.next_frame() {
+                    Ok(Some(frame)) => events.push(FtEvent::Frame { conn, frame }),
+                    Ok(None) => break,
+                    Err(e) => {
+                        let _ = self.stream.shutdown(Shutdown::Both);
+                        self.broken = true;
+                        events.push(FtEvent::Closed {
+                            conn,
+                            error: Some(format!("refused garbage on the logging connection: {e}")),
+                        });
+                        return;
+                    }
+                }
+            }
+        }
     }
 }
 
 /// The driver's handle on the logging connection.
 pub struct Link {
-    events: Sender<HostEvent>,
+    events: EventSender,
+    registry: Registry,
     current: Option<Current>,
     next_id: u64,
     dialing: bool,
@@ -62,22 +129,30 @@ pub struct Link {
     /// The last reason a connection was dropped (printed once, so a peer
     /// that keeps being refused does not flood the log).
     last_drop: Option<String>,
+    /// What the connection produced and the driver has not collected.
+    produced: Vec<FtEvent>,
+    buf: Vec<u8>,
     /// Frames that could not be encoded (a bug, never expected).
     pub encode_errors: u64,
 }
 
 impl Link {
-    pub fn new(events: Sender<HostEvent>, me: &'static str) -> Link {
-        Link {
+    pub fn new(events: EventSender, registry: &Registry, me: &'static str) -> Result<Link> {
+        Ok(Link {
             events,
+            registry: registry
+                .try_clone()
+                .context("cannot share the event loop with the logging link")?,
             current: None,
             next_id: 1,
             dialing: false,
             me,
             handshaken: false,
             last_drop: None,
+            produced: Vec::new(),
+            buf: Vec::new(),
             encode_errors: 0,
-        }
+        })
     }
 
     /// A fresh connection number (for a stream the listener accepted).
@@ -92,6 +167,11 @@ impl Link {
         self.current.as_ref().is_some_and(|c| c.id == conn)
     }
 
+    /// The loop token of the connection in use.
+    pub fn token(&self) -> Option<Token> {
+        self.current.as_ref().map(|c| Token(c.id as usize))
+    }
+
     pub fn is_connected(&self) -> bool {
         self.current.is_some()
     }
@@ -101,7 +181,7 @@ impl Link {
     }
 
     /// Starts one dial attempt to `addr`; the result comes back as
-    /// `Connected` or `DialFailed`.
+    /// `Connected` or `DialFailed` on the event channel.
     pub fn dial(&mut self, addr: SocketAddr) {
         if self.dialing {
             return;
@@ -131,81 +211,98 @@ impl Link {
     }
 
     /// Makes `stream` the connection in use, replacing (and closing) any
-    /// previous one, and starts its reader and writer threads.
+    /// previous one, and registers it with the loop. Whatever already
+    /// arrived on it is read at once.
     pub fn attach(&mut self, conn: u64, stream: TcpStream) -> Result<()> {
         self.close();
         stream.set_nodelay(true).ok();
-        let reader = stream
-            .try_clone()
-            .context("cannot clone the logging socket")?;
-        let writer = stream
-            .try_clone()
-            .context("cannot clone the logging socket")?;
-        let (out, rx) = mpsc::channel::<Vec<u8>>();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let left = queued.clone();
-        let tx = self.events.clone();
-        thread::Builder::new()
-            .name(format!("ft-read-{conn}"))
-            .spawn(move || read_loop(conn, reader, tx))
-            .context("cannot start the logging reader thread")?;
-        let tx = self.events.clone();
-        let writer = thread::Builder::new()
-            .name(format!("ft-write-{conn}"))
-            .spawn(move || {
-                let mut w = writer;
-                for bytes in rx {
-                    if let Err(e) = w.write_all(&bytes) {
-                        let _ = w.shutdown(Shutdown::Both);
-                        let _ = tx.send(HostEvent::Ft(FtEvent::Closed {
-                            conn,
-                            error: Some(format!("cannot send on the logging connection: {e}")),
-                        }));
-                        return;
-                    }
-                    left.fetch_sub(bytes.len(), Ordering::AcqRel);
-                }
-            })
-            .context("cannot start the logging writer thread")?;
+        stream
+            .set_nonblocking(true)
+            .context("cannot make the logging socket non-blocking")?;
+        let peer = stream.peer_addr().ok();
+        let mut stream = mio::net::TcpStream::from_std(stream);
+        self.registry
+            .register(
+                &mut stream,
+                Token(conn as usize),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .context("cannot add the logging socket to the event loop")?;
         self.current = Some(Current {
             id: conn,
             stream,
-            out,
-            writer,
-            queued,
+            peer,
+            dec: WireDecoder::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            broken: false,
         });
+        self.ready();
         Ok(())
     }
 
-    /// Sends `frame`: written at once if the socket takes it without
-    /// blocking and nothing is queued, else (the rest) queued for the
-    /// writer thread. Dropped if there is no connection (the core re-sends
-    /// what was not acknowledged).
-    pub fn send(&mut self, frame: &Frame) {
-        let Some(c) = &self.current else { return };
-        match frame.to_bytes() {
-            Ok(bytes) => {
-                let mut done = 0;
-                if c.queued.load(Ordering::Acquire) == 0 {
-                    done = send_nonblocking(&c.stream, &bytes);
-                }
-                if done < bytes.len() {
-                    c.queued.fetch_add(bytes.len() - done, Ordering::AcqRel);
-                    let _ = c.out.send(bytes[done..].to_vec());
-                }
-            }
-            Err(e) => {
-                self.encode_errors += 1;
-                tracing::error!("cannot encode a logging frame: {e}");
+    /// The loop reported the connection ready: read what arrived, write
+    /// what waits.
+    pub fn ready(&mut self) {
+        let Some(c) = self.current.as_mut() else {
+            return;
+        };
+        if c.broken {
+            return;
+        }
+        if self.buf.len() < READ_CHUNK {
+            self.buf.resize(READ_CHUNK, 0);
+        }
+        c.read(&mut self.buf, &mut self.produced);
+        if !c.broken {
+            if let Err(e) = c.flush() {
+                c.broken = true;
+                self.produced.push(FtEvent::Closed {
+                    conn: c.id,
+                    error: Some(format!("cannot send on the logging connection: {e}")),
+                });
             }
         }
     }
 
-    /// Bytes waiting for the writer thread.
+    /// Moves what the connection produced into `out`.
+    pub fn collect(&mut self, out: &mut Vec<FtEvent>) {
+        out.append(&mut self.produced);
+    }
+
+    /// Sends `frame`: written at once as far as the socket takes it, the
+    /// rest buffered for the loop to flush. Dropped if there is no
+    /// connection (the core re-sends what was not acknowledged).
+    pub fn send(&mut self, frame: &Frame) {
+        let Some(c) = self.current.as_mut() else {
+            return;
+        };
+        if c.broken {
+            return;
+        }
+        let was_empty = c.queued() == 0;
+        if let Err(e) = frame.encode(&mut c.out) {
+            self.encode_errors += 1;
+            tracing::error!("cannot encode a logging frame: {e}");
+            return;
+        }
+        if !was_empty {
+            // Behind bytes the socket did not take: the writable edge
+            // flushes them in order.
+            return;
+        }
+        if let Err(e) = c.flush() {
+            c.broken = true;
+            self.produced.push(FtEvent::Closed {
+                conn: c.id,
+                error: Some(format!("cannot send on the logging connection: {e}")),
+            });
+        }
+    }
+
+    /// Bytes waiting for the socket.
     pub fn queued_bytes(&self) -> usize {
-        self.current
-            .as_ref()
-            .map_or(0, |c| c.queued.load(Ordering::Acquire))
+        self.current.as_ref().map_or(0, Current::queued)
     }
 
     /// Whether the current connection completed its handshake.
@@ -239,29 +336,35 @@ impl Link {
         self.close();
     }
 
-    /// Closes the connection in use, if any; its threads end on their own.
-    pub fn close(&mut self) {
+    fn take(&mut self) -> Option<Current> {
         self.handshaken = false;
-        if let Some(c) = self.current.take() {
+        let mut c = self.current.take()?;
+        let _ = self.registry.deregister(&mut c.stream);
+        Some(c)
+    }
+
+    /// Closes the connection in use, if any.
+    pub fn close(&mut self) {
+        if let Some(c) = self.take() {
             let _ = c.stream.shutdown(Shutdown::Both);
         }
     }
 
-    /// Closes the connection after the writer has sent everything queued
-    /// (a Goodbye), waiting at most `timeout`.
+    /// Closes the connection after what is buffered (a Goodbye) went out,
+    /// waiting at most `timeout`.
     pub fn finish(&mut self, timeout: Duration) {
-        if let Some(c) = self.current.take() {
-            c.finish(timeout);
+        if let Some(c) = self.take() {
+            finish_blocking(c, timeout);
         }
     }
 
     /// Like [`finish`](Self::finish), without making the caller wait: for a
     /// connection refused while the guest runs (a join turned down).
     pub fn finish_in_background(&mut self, timeout: Duration) {
-        if let Some(c) = self.current.take() {
+        if let Some(c) = self.take() {
             let spawned = thread::Builder::new()
                 .name("ft-goodbye".into())
-                .spawn(move || c.finish(timeout));
+                .spawn(move || finish_blocking(c, timeout));
             if let Err(e) = spawned {
                 tracing::warn!("cannot close a refused connection in the background: {e}");
             }
@@ -270,10 +373,28 @@ impl Link {
 
     /// Address of the peer of the connection in use.
     pub fn peer(&self) -> Option<SocketAddr> {
-        self.current
-            .as_ref()
-            .and_then(|c| c.stream.peer_addr().ok())
+        self.current.as_ref().and_then(|c| c.peer)
     }
+}
+
+/// Sends what is buffered (at most `timeout`), then closes.
+fn finish_blocking(c: Current, timeout: Duration) {
+    let stream: TcpStream = c.stream.into();
+    if c.broken {
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
+    }
+    let mut w = &stream;
+    let rest = &c.out[c.out_pos..];
+    if !rest.is_empty()
+        && stream.set_nonblocking(false).is_ok()
+        && stream
+            .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .is_ok()
+    {
+        let _ = w.write_all(rest);
+    }
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 impl Drop for Link {
@@ -282,113 +403,64 @@ impl Drop for Link {
     }
 }
 
-/// Writes what the socket takes right now, without blocking (MSG_DONTWAIT
-/// affects this call only; the reader thread shares the descriptor in
-/// blocking mode). Returns how many bytes went out; errors are left for the
-/// writer thread to meet and report.
-fn send_nonblocking(stream: &TcpStream, bytes: &[u8]) -> usize {
-    use std::os::fd::AsRawFd;
-    let mut done = 0;
-    while done < bytes.len() {
-        let rest = &bytes[done..];
-        // SAFETY: the descriptor is open for the lifetime of `stream`, and
-        // the pointer and length describe the live slice `rest`.
-        let n = unsafe {
-            libc::send(
-                stream.as_raw_fd(),
-                rest.as_ptr().cast(),
-                rest.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
-        if n <= 0 {
-            break;
-        }
-        done += n as usize;
-    }
-    done
+/// A listener registered with the loop under `token`; [`accept`](Self::accept)
+/// takes every pending connection when the loop reports it ready.
+pub struct Listener {
+    inner: mio::net::TcpListener,
+    next_id: u64,
+    joins: bool,
 }
 
-fn read_loop(conn: u64, mut stream: TcpStream, tx: Sender<HostEvent>) {
-    let mut dec = WireDecoder::new();
-    let mut buf = vec![0u8; 256 << 10];
-    let closed = |error: Option<String>| HostEvent::Ft(FtEvent::Closed { conn, error });
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) => {
-                let error = dec
-                    .finish()
-                    .err()
-                    .map(|e| format!("the peer closed the connection mid-frame: {e}"));
-                let _ = tx.send(closed(error));
-                return;
-            }
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                let _ = tx.send(closed(Some(format!("logging connection broken: {e}"))));
-                return;
-            }
-        };
-        dec.push(&buf[..n]);
+impl Listener {
+    /// Connections are numbered from `first_id + 1` on; with `joins` they
+    /// are reported as `Joiner` (new backups asking to join), else as
+    /// `Connected`.
+    pub fn new(
+        listener: std::net::TcpListener,
+        registry: &Registry,
+        token: Token,
+        first_id: u64,
+        joins: bool,
+    ) -> Result<Listener> {
+        listener
+            .set_nonblocking(true)
+            .context("cannot make the listener non-blocking")?;
+        let mut inner = mio::net::TcpListener::from_std(listener);
+        registry
+            .register(&mut inner, token, Interest::READABLE)
+            .context("cannot add the listener to the event loop")?;
+        Ok(Listener {
+            inner,
+            next_id: first_id,
+            joins,
+        })
+    }
+
+    /// Accepts what is pending, as events.
+    pub fn accept(&mut self, out: &mut Vec<FtEvent>) {
         loop {
-            match dec.next_frame() {
-                Ok(Some(frame)) => {
-                    if tx
-                        .send(HostEvent::Ft(FtEvent::Frame { conn, frame }))
-                        .is_err()
-                    {
-                        return;
-                    }
+            match self.inner.accept() {
+                Ok((stream, _)) => {
+                    self.next_id += 1;
+                    let conn = self.next_id;
+                    let stream: TcpStream = stream.into();
+                    // Accepted sockets of a non-blocking listener are
+                    // non-blocking; `Link::attach` sets what it needs.
+                    out.push(if self.joins {
+                        FtEvent::Joiner { conn, stream }
+                    } else {
+                        FtEvent::Connected { conn, stream }
+                    });
                 }
-                Ok(None) => break,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let _ = stream.shutdown(Shutdown::Both);
-                    let _ = tx.send(closed(Some(format!(
-                        "refused garbage on the logging connection: {e}"
-                    ))));
+                    // Out of descriptors and the like: the next readiness
+                    // edge tries again.
+                    tracing::warn!("logging listener: accept failed: {e}");
                     return;
                 }
             }
         }
     }
-}
-
-/// Accepts logging connections on `listener` and reports each as
-/// `Connected` with a number from `ids` (the driver decides whether to use
-/// it; a refused stream is simply dropped).
-/// With `joins`, connections are reported as `Joiner` (new backups asking
-/// to join) instead.
-pub fn start_listener(
-    listener: TcpListener,
-    tx: Sender<HostEvent>,
-    first_id: u64,
-    joins: bool,
-) -> Result<()> {
-    thread::Builder::new()
-        .name("ft-listen".into())
-        .spawn(move || {
-            let mut id = first_id;
-            for stream in listener.incoming() {
-                match stream {
-                    Ok(stream) => {
-                        id += 1;
-                        let ev = if joins {
-                            FtEvent::Joiner { conn: id, stream }
-                        } else {
-                            FtEvent::Connected { conn: id, stream }
-                        };
-                        if tx.send(HostEvent::Ft(ev)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!("logging listener: accept failed: {e}");
-                        thread::sleep(Duration::from_millis(50));
-                    }
-                }
-            }
-        })
-        .context("cannot start the logging listener thread")?;
-    Ok(())
 }

@@ -1,7 +1,8 @@
 //! Observability of an FT process: the driver publishes a [`Report`] (the
 //! core's status plus what only the driver knows — execution speed, log
 //! bandwidth over the last second, whether outputs flow) a few times a
-//! second, and `--status ADDR` serves the latest one as a line of JSON to
+//! second — with the output hold times per hop and the last failover's
+//! timeline — and `--status ADDR` serves the latest one as a line of JSON to
 //! every TCP connection. `ftvm status ADDR` fetches and prints it.
 
 use std::io::{Read, Write};
@@ -54,6 +55,125 @@ pub struct Report {
     /// How long the guest was paused for the last join.
     pub last_join_pause_ms: Option<f64>,
     pub halted: Option<String>,
+    /// Output hold times (produced → released) while paired, over the last
+    /// outputs released.
+    #[serde(default)]
+    pub hold: Option<HoldReport>,
+    /// The last failover this process took part in as the survivor.
+    #[serde(default)]
+    pub failover: Option<Timeline>,
+}
+
+/// Percentiles of the output rule's cost, in microseconds, over the last
+/// [`HOLD_WINDOW`] outputs released while paired, split by hop: produced →
+/// its marker written to the logging socket (`to_send`), written → the
+/// acknowledgement covering it read (`round_trip`), read → released
+/// (`to_release`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HoldReport {
+    pub samples: usize,
+    pub hold_us_p50: f64,
+    pub hold_us_p99: f64,
+    pub hold_us_max: f64,
+    pub to_send_us_p50: f64,
+    pub round_trip_us_p50: f64,
+    pub round_trip_us_p99: f64,
+    pub to_release_us_p50: f64,
+}
+
+/// How many released outputs [`HoldStats`] remembers.
+pub const HOLD_WINDOW: usize = 16384;
+
+/// The per-hop times of the outputs released lately (a ring).
+#[derive(Default)]
+pub struct HoldStats {
+    /// (hold, to_send, round_trip, to_release) in microseconds.
+    samples: Vec<[f64; 4]>,
+    next: usize,
+}
+
+impl HoldStats {
+    /// One released output: when it was produced, its marker written, the
+    /// acknowledgement read, and now (released).
+    pub fn add(&mut self, produced: Instant, sent: Instant, acked: Instant, released: Instant) {
+        let us = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e6;
+        let s = [
+            us(produced, released),
+            us(produced, sent),
+            us(sent, acked),
+            us(acked, released),
+        ];
+        if self.samples.len() < HOLD_WINDOW {
+            self.samples.push(s);
+        } else {
+            self.samples[self.next] = s;
+        }
+        self.next = (self.next + 1) % HOLD_WINDOW;
+    }
+
+    pub fn report(&self) -> Option<HoldReport> {
+        if self.samples.is_empty() {
+            return None;
+        }
+        let col = |i: usize| {
+            let mut v: Vec<f64> = self.samples.iter().map(|s| s[i]).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        };
+        let pct = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+        let (hold, send, rt, rel) = (col(0), col(1), col(2), col(3));
+        Some(HoldReport {
+            samples: hold.len(),
+            hold_us_p50: pct(&hold, 0.5),
+            hold_us_p99: pct(&hold, 0.99),
+            hold_us_max: pct(&hold, 1.0),
+            to_send_us_p50: pct(&send, 0.5),
+            round_trip_us_p50: pct(&rt, 0.5),
+            round_trip_us_p99: pct(&rt, 0.99),
+            to_release_us_p50: pct(&rel, 0.5),
+        })
+    }
+}
+
+/// A failover as the survivor saw it, in milliseconds since this process
+/// started: the last frame heard from the peer, when it was suspected
+/// dead, (backup) when the log was drained, the arbiter's answer, going
+/// live (backup) or alone (primary), and the first output released after.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Timeline {
+    /// "backup went live" or "primary went alone".
+    pub what: String,
+    /// Backup: the last log entry received.
+    pub last_entry_ms: Option<u64>,
+    pub last_heard_ms: Option<u64>,
+    pub suspected_ms: Option<u64>,
+    pub drained_ms: Option<u64>,
+    pub arbiter_answer_ms: Option<u64>,
+    pub took_over_ms: Option<u64>,
+    pub first_output_ms: Option<u64>,
+}
+
+impl Timeline {
+    /// One line for the log, relative to the last frame heard.
+    pub fn describe(&self) -> String {
+        let base = self.last_heard_ms.or(self.suspected_ms).unwrap_or(0);
+        let rel = |t: Option<u64>| match t {
+            Some(t) if t < base => format!("-{} ms", base - t),
+            Some(t) => format!("+{} ms", t - base),
+            None => "-".into(),
+        };
+        format!(
+            "{}: last heard from the peer at {} ms; last log entry {}, suspected {}, drained {}, arbiter answered {}, took over {}, first output {}",
+            self.what,
+            base,
+            rel(self.last_entry_ms),
+            rel(self.suspected_ms),
+            rel(self.drained_ms),
+            rel(self.arbiter_answer_ms),
+            rel(self.took_over_ms),
+            rel(self.first_output_ms)
+        )
+    }
 }
 
 /// The latest report, shared with the endpoint thread.
@@ -172,6 +292,21 @@ pub fn status(args: StatusArgs) -> Result<u8> {
             "  joins:    {} (last took {t:.2} s, guest paused {p:.1} ms)",
             r.joins
         );
+    }
+    if let Some(h) = &r.hold {
+        println!(
+            "  held:     {} outputs: hold p50 {:.0} us p99 {:.0} us (to send {:.0}, round trip {:.0} / p99 {:.0}, to release {:.0})",
+            h.samples,
+            h.hold_us_p50,
+            h.hold_us_p99,
+            h.to_send_us_p50,
+            h.round_trip_us_p50,
+            h.round_trip_us_p99,
+            h.to_release_us_p50
+        );
+    }
+    if let Some(t) = &r.failover {
+        println!("  failover: {}", t.describe());
     }
     if let Some(h) = &r.halted {
         println!("  halted: {h}");
