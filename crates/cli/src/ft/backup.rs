@@ -685,6 +685,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
     let mut follower = None;
     let mut virtio = Vec::new();
     let mut generation = args.ft.generation;
+    let mut pending = Vec::new();
     let core = match args.join {
         None => {
             eprintln!(
@@ -713,6 +714,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
                 unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
             }
             link = j.link;
+            pending = j.pending;
             generation = j.generation;
             config.generation = generation;
             virtio = own.virtio.clone();
@@ -747,13 +749,14 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
         probation: None,
         arbiter,
         clock,
-        started: std::time::Instant::now(),
+        started: clock.start(),
         generation,
         tx,
         reactor,
         listener,
         ready: Vec::new(),
-        ftq: Vec::new(),
+        // Handled by the first look at the loop, before anything newer.
+        ftq: pending,
         last_entry_ms: None,
         timeline: None,
         follower,

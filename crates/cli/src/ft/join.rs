@@ -355,6 +355,9 @@ pub struct Joined {
     pub icount: u64,
     pub generation: u64,
     pub link: Link,
+    /// What arrived on the link after the state (the new pair's Hello,
+    /// perhaps its first entries), for the follower to handle first.
+    pub pending: Vec<FtEvent>,
 }
 
 /// The joiner's side: dials `donor`, asks to join and receives the state.
@@ -480,6 +483,7 @@ pub fn receive(
                         icount,
                         generation: frame.generation,
                         link,
+                        pending: events.into_iter().collect(),
                     });
                 }
                 Message::Goodbye { detail, .. } => {

@@ -65,10 +65,14 @@ pub struct FtArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub status: Option<SocketAddr>,
     /// Heartbeat interval on the logging channel.
-    #[arg(long, value_name = "MS", default_value_t = 50)]
+    #[arg(long, value_name = "MS", default_value_t = 10)]
     pub heartbeat_ms: u64,
-    /// Silence after which the peer is declared dead.
-    #[arg(long, value_name = "MS", default_value_t = 500)]
+    /// Silence after which the peer is declared dead (at least two
+    /// heartbeats). Shorter means faster failover and more false ones when
+    /// a host stalls; a false failover is safe (the arbiter lets one side
+    /// on, the other halts) but leaves the VM unprotected until a backup
+    /// joins.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
     pub failure_timeout_ms: u64,
     /// Execution lag above which the primary slows itself down.
     #[arg(long, value_name = "MS", default_value_t = 100)]
@@ -171,6 +175,11 @@ impl Clock {
             start: Instant::now(),
             base_ticks,
         }
+    }
+
+    /// The instant this clock counts from.
+    pub fn start(&self) -> Instant {
+        self.start
     }
 
     pub fn ms(&self) -> u64 {

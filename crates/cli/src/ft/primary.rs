@@ -54,8 +54,17 @@ const PUBLISH_MS: u64 = 250;
 const POWER_OFF_DRAIN: Duration = Duration::from_secs(3);
 /// Shortest interval between two time inputs while the guest runs.
 const TIME_EVERY: Duration = Duration::from_millis(1);
+/// How long a joiner may take, from the donor's pause, to answer the new
+/// pair's handshake.
+const JOIN_GRACE_MS: u64 = 2_000;
 /// Shortest interval between two turns of a join's pre-copy.
 const DONATE_EVERY: Duration = Duration::from_millis(2);
+
+/// Milliseconds since `t` (timeline stamps are relative to the process
+/// start, like the protocol core's clock).
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
 
 /// An output waiting for the backup's acknowledgement.
 struct Held {
@@ -120,6 +129,9 @@ struct Pairing {
     digest_interval: u64,
     next_digest: u64,
     throttle_until: u64,
+    /// A join's connection: tell the core about it once the link has sent
+    /// everything buffered (the join's last pages and state).
+    connect_when_flushed: bool,
 }
 
 impl Pairing {
@@ -475,20 +487,28 @@ impl Live {
                         "ftvm: primary: the backup is gone; asking the arbiter at {} whether to go on alone",
                         p.arbiter.addr()
                     );
-                    let now = self.clock.ms();
-                    let t = self.timeline.get_or_insert_with(|| Timeline {
-                        what: "primary went alone".into(),
-                        last_heard_ms: p.core.status().last_heard_ms,
-                        suspected_ms: Some(now),
-                        ..Timeline::default()
-                    });
-                    t.suspected_ms.get_or_insert(now);
+                    // A new failover unless this is a retry of the current one.
+                    if self
+                        .timeline
+                        .as_ref()
+                        .is_none_or(|t| t.took_over_ms.is_some())
+                    {
+                        // The core's clock may start later than the process
+                        // (a backup that went live has a clock of its own).
+                        let offset = ms_since(self.started) - self.clock.ms().min(ms_since(self.started));
+                        self.timeline = Some(Timeline {
+                            what: "primary went alone".into(),
+                            last_heard_ms: p.core.status().last_heard_ms.map(|t| t + offset),
+                            suspected_ms: Some(ms_since(self.started)),
+                            ..Timeline::default()
+                        });
+                    }
                     p.arbiter.test_and_set(generation, claimant, &self.tx);
                 }
                 PrimaryAction::GoAlone => {
                     eprintln!("ftvm: primary: won the arbiter; running alone (unprotected)");
                     if let Some(t) = self.timeline.as_mut() {
-                        t.took_over_ms = Some(self.clock.ms());
+                        t.took_over_ms = Some(ms_since(self.started));
                     }
                     self.report.solo_since_s = Some(self.started.elapsed().as_secs_f64());
                     self.last_publish = 0;
@@ -530,6 +550,13 @@ impl Live {
             }
             FtEvent::Frame { conn, frame } => {
                 if p.link.is_current(conn) {
+                    if p.connect_when_flushed {
+                        // The joiner answered: everything reached it.
+                        p.connect_when_flushed = false;
+                        p.core
+                            .on_connected(now)
+                            .context("the new pair refused its connection")?;
+                    }
                     if matches!(frame.message, ftvm_ft::Message::Ack { .. }) {
                         p.ack_read = Instant::now();
                     }
@@ -560,7 +587,7 @@ impl Live {
             FtEvent::Arbiter(result, detail) => {
                 eprintln!("ftvm: primary: arbiter: {result:?}: {detail}");
                 if let Some(t) = self.timeline.as_mut() {
-                    t.arbiter_answer_ms = Some(now);
+                    t.arbiter_answer_ms = Some(ms_since(self.started));
                 }
                 if let Err(e) = p.core.on_arbiter_result(now, result) {
                     tracing::warn!("arbiter answer not expected: {e}");
@@ -701,12 +728,14 @@ impl Live {
         let mut cfg = ft.config(self.settings.identity);
         cfg.generation = generation;
         cfg.log_header = self.settings.log_header.clone();
-        // The joiner is connected already: it must answer within the
-        // failure timeout, not the grace a backup gets to start up.
-        cfg.startup_timeout_ms = cfg.failure_timeout_ms;
-        let mut core = Primary::new_at(cfg, now, icount).context("bad FT configuration")?;
-        core.on_connected(now)
-            .context("the new pair refused its connection")?;
+        // The joiner is connected already, but it still has to receive
+        // what the link has buffered (up to tens of MiB) and build its
+        // machine before it can answer; the core learns of the connection
+        // only once the buffer is flushed (`connect_when_flushed`), and the
+        // joiner then has the handshake timeout to answer, within
+        // JOIN_GRACE in all.
+        cfg.startup_timeout_ms = cfg.failure_timeout_ms.max(JOIN_GRACE_MS);
+        let core = Primary::new_at(cfg, now, icount).context("bad FT configuration")?;
         let paused = pause.elapsed();
         eprintln!(
             "ftvm: primary: backup joined at step {icount}: {} MiB in {:.2} s, guest paused {:.1} ms; protected again (generation {generation})",
@@ -734,6 +763,7 @@ impl Live {
             digest_interval,
             next_digest: icount.saturating_add(digest_interval),
             throttle_until: 0,
+            connect_when_flushed: true,
         });
         self.publish(true);
         Ok(())
@@ -758,11 +788,29 @@ impl Live {
         Ok(())
     }
 
+    /// A joined backup's connection is handed to the core once the join's
+    /// last bytes are out.
+    fn connect_joined(&mut self) -> Result<()> {
+        let now = self.clock.ms();
+        if let Some(p) = self.pair.as_mut() {
+            if p.connect_when_flushed && p.link.queued_bytes() == 0 {
+                p.connect_when_flushed = false;
+                if p.link.is_connected() {
+                    p.core
+                        .on_connected(now)
+                        .context("the new pair refused its connection")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Dials the backup while paired without a connection.
     fn maybe_dial(&mut self) {
         let now = self.clock.ms();
         if let Some(p) = self.pair.as_mut() {
             if p.core.phase() == Phase::Paired
+                && !p.connect_when_flushed
                 && !p.link.is_connected()
                 && !p.link.is_dialing()
                 && now >= p.next_dial_ms
@@ -909,7 +957,7 @@ impl Live {
     fn first_output(&mut self) {
         if let Some(t) = self.timeline.as_mut() {
             if t.took_over_ms.is_some() && t.first_output_ms.is_none() {
-                t.first_output_ms = Some(self.clock.ms());
+                t.first_output_ms = Some(ms_since(self.started));
                 eprintln!("ftvm: failover timeline: {}", t.describe());
                 self.last_publish = 0;
             }
@@ -962,6 +1010,7 @@ impl Live {
                 return Ok(end);
             }
             self.maybe_dial();
+            self.connect_joined()?;
             if self.announce_at.last().is_some_and(|&t| now >= t) {
                 self.announce_at.pop();
                 self.announce();
@@ -1171,7 +1220,7 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
             generation: args.ft.generation,
             local_drives: super::local_drives(&args.ft, &args.machine.drives),
         },
-        started: std::time::Instant::now(),
+        started: clock.start(),
         reactor,
         timeline: None,
     })?;
@@ -1188,6 +1237,7 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
         digest_interval: args.digest_interval,
         next_digest: args.digest_interval,
         throttle_until: 0,
+        connect_when_flushed: false,
     });
     eprintln!(
         "ftvm: primary: VM {:?} generation {}, streaming the log to {}",
