@@ -317,6 +317,11 @@ impl Machine {
                         return Stop::Finished(f);
                     }
                     if stop_on_output && !self.board.outputs.is_empty() {
+                        // The state `run` would return with at this step:
+                        // `irq_lines` updates device state (RTC, PLIC), so
+                        // skipping it would leave a state that a replay
+                        // stopping here by its step limit never has.
+                        self.sync_irqs();
                         return Stop::Limit;
                     }
                 }
