@@ -3,7 +3,7 @@
 //! bandwidth over the last second, whether outputs flow) a few times a
 //! second — with the output hold times per hop and the last failover's
 //! timeline — and `--status ADDR` serves the latest one as a line of JSON to
-//! every TCP connection. `ftvm status ADDR` fetches and prints it.
+//! every TCP connection; [`fetch`] reads one (`ftvm status ADDR` prints it).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,7 +12,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::Args;
 use serde::{Deserialize, Serialize};
 
 /// What `ftvm status` shows.
@@ -223,15 +222,6 @@ impl Board {
     }
 }
 
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// The `--status` address of an `ftvm primary` or `ftvm backup`.
-    pub addr: SocketAddr,
-    /// Print the raw JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// Fetches one report.
 pub fn fetch(addr: SocketAddr) -> Result<Report> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
@@ -242,74 +232,4 @@ pub fn fetch(addr: SocketAddr) -> Result<Report> {
         .with_context(|| format!("cannot read the status from {addr}"))?;
     serde_json::from_str(body.trim())
         .with_context(|| format!("{addr} did not answer with an ftvm status report"))
-}
-
-pub fn status(args: StatusArgs) -> Result<u8> {
-    let r = fetch(args.addr)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(0);
-    }
-    println!(
-        "{} {} (started as {}), generation {}",
-        r.vm, r.phase, r.started_as, r.generation
-    );
-    println!(
-        "  peer:     {}",
-        match (&r.peer, r.connected) {
-            (Some(p), true) => format!("connected to {p}"),
-            _ => "not connected".into(),
-        }
-    );
-    println!(
-        "  guest:    {} instructions, {:.1} MIPS, up {:.1} s",
-        r.icount, r.mips, r.uptime_s
-    );
-    println!(
-        "  log:      seq {} acked {} executed {}, {:.3} Mbit/s, {} B sent, {} B received",
-        r.log_seq,
-        r.acked_seq,
-        r.executed_seq,
-        r.log_mbit_s,
-        r.log_bytes_sent,
-        r.log_bytes_received
-    );
-    println!(
-        "  lag:      {} instructions{}, throttled {} ms in total",
-        r.lag_instructions,
-        r.lag_ms.map(|m| format!(" ({m} ms)")).unwrap_or_default(),
-        r.throttled_ms
-    );
-    println!(
-        "  outputs:  {} held, {} released",
-        r.held_outputs, r.released_outputs
-    );
-    if let Some(s) = r.solo_since_s {
-        println!("  solo since {s:.1} s");
-    }
-    if let (Some(t), Some(p)) = (r.last_join_s, r.last_join_pause_ms) {
-        println!(
-            "  joins:    {} (last took {t:.2} s, guest paused {p:.1} ms)",
-            r.joins
-        );
-    }
-    if let Some(h) = &r.hold {
-        println!(
-            "  held:     {} outputs: hold p50 {:.0} us p99 {:.0} us (to send {:.0}, round trip {:.0} / p99 {:.0}, to release {:.0})",
-            h.samples,
-            h.hold_us_p50,
-            h.hold_us_p99,
-            h.to_send_us_p50,
-            h.round_trip_us_p50,
-            h.round_trip_us_p99,
-            h.to_release_us_p50
-        );
-    }
-    if let Some(t) = &r.failover {
-        println!("  failover: {}", t.describe());
-    }
-    if let Some(h) = &r.halted {
-        println!("  halted: {h}");
-    }
-    Ok(0)
 }
