@@ -175,8 +175,9 @@ class Lab:
                 f.truncate(n)
 
     def ft_opts(self, host):
-        opts = ["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS,
-                "--failure-timeout-ms", str(self.b.args.failure_timeout_ms), "--no-input"]
+        opts = ["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS, "--no-input"]
+        if self.b.args.failure_timeout_ms is not None:
+            opts += ["--failure-timeout-ms", str(self.b.args.failure_timeout_ms)]
         if self.joinable:
             opts += ["--join-listen", join_addr(host)]
         if self.local_disks:
@@ -442,8 +443,12 @@ class Bench:
             t = time.monotonic()
             res["rb"] = lab.redis_benchmark(self.args.requests)
             res["rb_s"] = time.monotonic() - t
+            if sampler:
+                res["hold_rb"] = (lab.status("h1") or {}).get("hold")
             p = lab.loadgen_write("serial", self.args.serial_seconds)
             w = lab.finish_write("serial", p)
+            if sampler:
+                res["hold_serial"] = (lab.status("h1") or {}).get("hold")
             if w["exit"] != 0:
                 lab.fail("ftvm-loadgen write failed: %s" % w.get("error"))
             res["serial"] = w
@@ -491,13 +496,14 @@ class Bench:
             killed_at = time.monotonic() - t0
             live_after = lab.wait_phase("h2", "live", 60)
             w = lab.finish_write(tag, p)
+            timeline = (lab.status("h2") or {}).get("failover")
             ok, msg = lab.verify(tag)
             wins = lab.arbiter_history()
             return {"max_gap_ms": w.get("max_gap_ms"), "max_gap_at_s": w.get("max_gap_at_s"),
                     "killed_at_s": killed_at, "live_after_s": live_after,
                     "survived": w["exit"] == 0 and not w.get("connection_broken"),
                     "error": w.get("error"), "acked": w.get("ops_acked"), "verify": ok, "verify_msg": msg,
-                    "wins": wins, "top_gaps": w.get("top_gaps", [])[:3]}
+                    "wins": wins, "top_gaps": w.get("top_gaps", [])[:3], "timeline": timeline}
         finally:
             lab.close()
 
@@ -727,8 +733,8 @@ def report_joins(args, j, load):
     print("# ftvm re-protection benchmark (%s), %s: %d rounds of kill / go-live / join, 256 MiB guest, one client "
           "connection%s" % (time.strftime("%Y-%m-%d"), time.strftime("%H:%M"), len(rounds),
                             " + redis-benchmark SETs in the background" if args.join_dirty else ""))
-    print("load average at start %s, at end %s (%d CPUs); --failure-timeout-ms %d"
-          % (load[0], load[1], os.cpu_count(), args.failure_timeout_ms))
+    print("load average at start %s, at end %s (%d CPUs); --failure-timeout-ms %s"
+          % (load[0], load[1], os.cpu_count(), fto(args)))
     hdr = ("round", "kill->survivor", "live after", "join s", "pause ms", "spawn->paired", "join-window gap",
            "failover gap", "gen")
     fmt = "%-6s %-15s %10s %8s %9s %13s %24s %24s %4s"
@@ -817,6 +823,33 @@ def report_diskbw(args, runs, load):
         print("| " + " | ".join(row) + " |")
 
 
+def fto(args):
+    """The failure timeout in use, for the report."""
+    return str(args.failure_timeout_ms) if args.failure_timeout_ms is not None else "default (100)"
+
+
+def fmt_hold(h):
+    """An `ftvm status` hold report: hold p50 / p99 and the per-hop p50s, in microseconds."""
+    if not h:
+        return "n/a"
+    return ("hold p50 %.0f / p99 %.0f us (produced->sent %.0f, sent->ack read %.0f / p99 %.0f, ack->released %.0f; "
+            "%d outputs)" % (h["hold_us_p50"], h["hold_us_p99"], h["to_send_us_p50"], h["round_trip_us_p50"],
+                             h["round_trip_us_p99"], h["to_release_us_p50"], h["samples"]))
+
+
+def fmt_timeline(t):
+    """A failover timeline from the survivor's status, relative to the last frame heard (ms)."""
+    if not t:
+        return "n/a"
+    base = t.get("last_heard_ms") or t.get("suspected_ms") or 0
+    parts = []
+    for k, label in (("last_entry_ms", "last entry"), ("suspected_ms", "suspected"), ("drained_ms", "drained"),
+                     ("arbiter_answer_ms", "arbiter"), ("took_over_ms", "live"), ("first_output_ms", "first output")):
+        if t.get(k) is not None:
+            parts.append("%s %+d" % (label, t[k] - base))
+    return ", ".join(parts)
+
+
 def fmt_pair(m):
     return "%.1f / %.1f" % m if m else "n/a"
 
@@ -848,7 +881,13 @@ def report_throughput(args, plain, ft, load):
                  "%.2f / %.2f" % (us(fs, "latency_p50_us"), us(fs, "latency_p99_us")),
                  "%.2f / %.2f" % (us(fs, "latency_p50_us") / max(us(ps, "latency_p50_us"), 1e-9),
                                   us(fs, "latency_p99_us") / max(us(ps, "latency_p99_us"), 1e-9))))
+    rows.append(("loadgen 1-conn SET p50 overhead ms", "", "%+.3f" % (us(fs, "latency_p50_us") - us(ps, "latency_p50_us")),
+                 ""))
     rows.append(("boot to redis ready s", "%.1f" % plain["ready_s"], "%.1f" % ft["ready_s"], ""))
+    holds = [("output hold, redis-benchmark (last %d outputs)" % ((ft.get("hold_rb") or {}).get("samples", 0)),
+              ft.get("hold_rb")),
+             ("output hold, 1-conn loadgen (last %d outputs)" % ((ft.get("hold_serial") or {}).get("samples", 0)),
+              ft.get("hold_serial"))]
 
     print()
     print("# ftvm FT benchmark (%s), %s: plain `ftvm run` vs FT pair, same image, NBD disk, netns lab"
@@ -857,6 +896,8 @@ def report_throughput(args, plain, ft, load):
     print("%-36s %18s %18s %12s" % ("figure", "plain", "FT pair", "FT/plain"))
     for r in rows:
         print("%-36s %18s %18s %12s" % r)
+    for label, h in holds:
+        print("%s: %s" % (label, fmt_hold(h)))
     for label, r in (("plain", plain), ("FT pair", ft)):
         c = r["cpu"]
         print("CPU during the %s workload (%.0f s): machine %.0f%% busy of %d CPUs; %s" % (
@@ -881,6 +922,11 @@ def report_throughput(args, plain, ft, load):
     print("|---|---|---|---|")
     for r in rows:
         print("| %s | %s | %s | %s |" % r)
+    for label, h in holds:
+        if h:
+            print("| %s: hold p50 / p99 (us) | | %.0f / %.0f | |" % (label, h["hold_us_p50"], h["hold_us_p99"]))
+            print("| %s: produced->sent / sent->ack read / ack->released p50 (us) | | %.0f / %.0f / %.0f | |" % (
+                label, h["to_send_us_p50"], h["round_trip_us_p50"], h["to_release_us_p50"]))
     for h, role in (("h1", "primary"), ("h2", "backup")):
         d = st.get(h)
         if d:
@@ -903,7 +949,7 @@ def report_kills(args, kills, load, header):
         print("# ftvm failover benchmark (%s), %s" % (time.strftime("%Y-%m-%d"), time.strftime("%H:%M")))
         print("load average at start %s, at end %s (%d CPUs)" % (load[0], load[1], os.cpu_count()))
     print("failover (SIGKILL of the primary %.1f s into a %.0f s single-connection ftvm-loadgen write, "
-          "--failure-timeout-ms %d):" % (args.kill_after, args.load_seconds, args.failure_timeout_ms))
+          "--failure-timeout-ms %s):" % (args.kill_after, args.load_seconds, fto(args)))
     for i, k in enumerate(kills):
         print("  kill %d: max_gap %s ms (at %s s; loadgen clock; kill at ~%.2f s), backup seen live %.2f s after the kill, "
               "connection %s, verify %s (%s acked), arbiter wins %s%s"
@@ -912,14 +958,16 @@ def report_kills(args, kills, load, header):
                  k["live_after_s"], "survived" if k["survived"] else "BROKEN",
                  "passed" if k["verify"] else "FAILED", k["acked"], k["wins"],
                  "" if k["verify"] else " (" + k["verify_msg"][-300:] + ")"))
+        print("    timeline (survivor's clock, ms from the last frame heard): %s" % fmt_timeline(k.get("timeline")))
 
     print()
-    print("| kill | max gap (ms) | backup seen live after kill (s) | connection | verify |")
-    print("|---|---|---|---|---|")
+    print("| kill | max gap (ms) | backup seen live after kill (s) | connection | verify | timeline (ms after the last frame heard) |")
+    print("|---|---|---|---|---|---|")
     for i, k in enumerate(kills):
-        print("| %d | %s | %.2f | %s | %s |" % (
+        print("| %d | %s | %.2f | %s | %s | %s |" % (
             i + 1, "%.0f" % k["max_gap_ms"] if k["max_gap_ms"] is not None else "n/a", k["live_after_s"],
-            "survived" if k["survived"] else "broken", "passed" if k["verify"] else "FAILED"))
+            "survived" if k["survived"] else "broken", "passed" if k["verify"] else "FAILED",
+            fmt_timeline(k.get("timeline"))))
 
 
 def run_throughput(b, args):
@@ -951,7 +999,8 @@ def main():
     ap.add_argument("--serial-seconds", type=float, default=5, help="single-connection loadgen run per VM (default 5)")
     ap.add_argument("--load-seconds", type=float, default=8, help="loadgen run per failover (default 8)")
     ap.add_argument("--kill-after", type=float, default=3, help="seconds into the load the primary is killed (default 3)")
-    ap.add_argument("--failure-timeout-ms", type=int, default=500, help="ftvm --failure-timeout-ms (default 500)")
+    ap.add_argument("--failure-timeout-ms", type=int, default=None,
+                    help="ftvm --failure-timeout-ms (default: ftvm's own, 100)")
     ap.add_argument("--joins", type=int, default=3,
                     help="re-protection rounds (kill, go-live, join), alternating hosts, one pair (default 3)")
     ap.add_argument("--join-dirty", action="store_true",

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use ftvm_storage::{ArbiterClient, ArbiterError};
 
-use crate::devices::resolve_addr;
+use ftvm_node::devices::resolve_addr;
 
 /// The arbiter port when `--arbiter HOST` names none.
 const ARBITER_DEFAULT_PORT: u16 = 10810;

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 
-use crate::driver::{install_signal_handlers, STOP_REQUESTED};
-use crate::guest;
+use ftvm_node::driver::{install_signal_handlers, STOP_REQUESTED};
+use ftvm_node::guest;
 
 /// The lab script, so that the demo works from an installed binary too.
 const NETNS_SH: &str = include_str!("../../../scripts/netns.sh");

@@ -2,21 +2,16 @@
 //! line and an exit status, and hands each subcommand to its module.
 
 mod arbiter_cmd;
-mod console;
 mod demo;
-mod devices;
-mod driver;
-mod events;
-mod ft;
-mod guest;
-mod machine_args;
 mod replay;
 mod run;
+mod status_cmd;
 mod storage_cmd;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use ftvm_node::ft;
 
 #[derive(Parser)]
 #[command(
@@ -58,7 +53,7 @@ enum Command {
     /// in network namespaces; kill the primary and watch the backup take over.
     Demo(demo::DemoArgs),
     /// Show the status of an `ftvm primary` or `ftvm backup` (its --status address).
-    Status(ft::status::StatusArgs),
+    Status(status_cmd::StatusArgs),
     /// Serve disk images over NBD and the arbiter (the shared storage host).
     Storage(storage_cmd::StorageArgs),
     /// Query or advance the arbiter of a running `ftvm storage`.
@@ -80,7 +75,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::replay(args),
         Command::Primary(args) => ft::primary::primary(args),
         Command::Backup(args) => ft::backup::backup(args),
-        Command::Status(args) => ft::status::status(args),
+        Command::Status(args) => status_cmd::status(args),
         Command::Demo(args) => demo::demo(args),
         Command::Storage(args) => storage_cmd::storage(args),
         Command::Arbiter(args) => arbiter_cmd::arbiter(args),

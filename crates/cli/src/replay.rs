@@ -15,7 +15,7 @@ use ftvm_log::SliceReader;
 use ftvm_machine::{Machine, MachineConfig, Output};
 use ftvm_replay::{recorded_config, ReplayError, Replayer};
 
-use crate::console::{Console, ConsoleTarget};
+use ftvm_node::console::{Console, ConsoleTarget};
 
 #[derive(Args, Debug)]
 pub struct ReplayArgs {

@@ -12,10 +12,10 @@ use clap::Args;
 use ftvm_machine::Machine;
 use ftvm_replay::Recorder;
 
-use crate::console::ConsoleTarget;
-use crate::devices::DriveSource;
-use crate::driver::{self, Driver, Options};
-use crate::machine_args::MachineArgs;
+use ftvm_node::console::ConsoleTarget;
+use ftvm_node::devices::DriveSource;
+use ftvm_node::driver::{self, Driver, Options};
+use ftvm_node::machine_args::MachineArgs;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {

@@ -82,7 +82,8 @@ struct Pair {
     drive: String,
     /// Non-shared disks: `disk-hI.img` in the scratch dir for host I.
     local: bool,
-    failure_timeout_ms: u64,
+    /// `--failure-timeout-ms`; `None`: ftvm's default.
+    failure_timeout_ms: Option<u64>,
     extra: Vec<String>,
     storage: Child,
     qemu_nbd: Option<Child>,
@@ -106,7 +107,12 @@ fn log_file(dir: &Scratch, name: &str) -> Stdio {
 
 impl Pair {
     /// Storage, backup and primary up; returns once redis answers.
-    fn start(index: u32, disk: DiskServer, append_extra: &str, failure_timeout_ms: u64) -> Pair {
+    fn start(
+        index: u32,
+        disk: DiskServer,
+        append_extra: &str,
+        failure_timeout_ms: Option<u64>,
+    ) -> Pair {
         Pair::start_with(index, disk, append_extra, failure_timeout_ms, &[])
     }
 
@@ -115,7 +121,7 @@ impl Pair {
         index: u32,
         disk: DiskServer,
         append_extra: &str,
-        failure_timeout_ms: u64,
+        failure_timeout_ms: Option<u64>,
         extra: &[&str],
     ) -> Pair {
         let net = TestNet::up_with_hosts(index, 2);
@@ -244,7 +250,12 @@ impl Pair {
             .args(["--drive", &self.drive_for(host), "--net", "tap:tap0"])
             .args(["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS])
             .args(["--join-listen", &format!("10.78.0.{i}:7001")])
-            .args(["--failure-timeout-ms", &self.failure_timeout_ms.to_string()])
+            .args(
+                self.failure_timeout_ms
+                    .map(|t| ["--failure-timeout-ms".to_string(), t.to_string()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra)
             .arg("--no-input");
     }
@@ -490,7 +501,7 @@ fn possible(test: &str) -> bool {
 /// over and the client sees nothing but a pause.
 fn primary_killed(index: u32, kill_after: Duration, append_extra: &str) {
     let _vm = vm_lock();
-    let mut pair = Pair::start(index, DiskServer::Ftvm, append_extra, 500);
+    let mut pair = Pair::start(index, DiskServer::Ftvm, append_extra, None);
     let load = pair.start_load("k", 12);
     sleep(kill_after);
     Pair::kill(&mut pair.primary);
@@ -542,7 +553,7 @@ fn backup_killed_primary_goes_on_alone() {
         return;
     }
     let _vm = vm_lock();
-    let mut pair = Pair::start(4, DiskServer::Ftvm, "", 500);
+    let mut pair = Pair::start(4, DiskServer::Ftvm, "", None);
     let load = pair.start_load("k", 8);
     sleep(Duration::from_secs(3));
     Pair::kill(&mut pair.backup);
@@ -559,7 +570,7 @@ fn cut_logging_link_leaves_exactly_one() {
         return;
     }
     let _vm = vm_lock();
-    let mut pair = Pair::start(5, DiskServer::Ftvm, "", 500);
+    let mut pair = Pair::start(5, DiskServer::Ftvm, "", None);
     let out = Command::new(repo_root_path().join("scripts/netns.sh"))
         .args(["cut-log", &pair.net.prefix])
         .output()
@@ -622,7 +633,7 @@ fn backup_without_arbiter_never_goes_live() {
         8,
         DiskServer::Ftvm,
         "",
-        500,
+        None,
         &["--arbiter-deadline-ms", "3000"],
     );
     // Host 2 loses its link to the storage host (and so the arbiter); then
@@ -662,7 +673,7 @@ fn outputs_wait_for_the_backup() {
     }
     let _vm = vm_lock();
     // A long failure timeout, so freezing the backup is not a failure.
-    let pair = Pair::start(6, DiskServer::Ftvm, "", 10_000);
+    let pair = Pair::start(6, DiskServer::Ftvm, "", Some(10_000));
     let backup_pid = pair.backup.as_ref().expect("backup").id() as i32;
     let ping = |pair: &Pair| {
         in_ns(&pair.net.ns("c"), &loadgen())
@@ -741,7 +752,7 @@ fn pair_runs_on_qemu_nbd() {
         return;
     }
     let _vm = vm_lock();
-    let mut pair = Pair::start(7, DiskServer::QemuNbd, "", 500);
+    let mut pair = Pair::start(7, DiskServer::QemuNbd, "", None);
     let load = pair.start_load("k", 8);
     sleep(Duration::from_secs(3));
     Pair::kill(&mut pair.primary);
@@ -759,7 +770,7 @@ fn repo_root_path() -> PathBuf {
 /// the end, and the arbiter must show one go-live per round. Returns the
 /// pair with its two live processes.
 fn failover_and_rejoin_rounds(index: u32, disk: DiskServer, rounds: u64) -> Pair {
-    let mut pair = Pair::start(index, disk, "", 500);
+    let mut pair = Pair::start(index, disk, "", None);
     let stop = pair.dir.path("stop-load");
     let load = in_ns(&pair.net.ns("c"), &loadgen())
         .args([
@@ -858,7 +869,7 @@ fn interrupted_joins_leave_a_working_primary() {
         return;
     }
     let _vm = vm_lock();
-    let mut pair = Pair::start(0, DiskServer::Ftvm, "", 500);
+    let mut pair = Pair::start(0, DiskServer::Ftvm, "", None);
     let load = pair.start_load("k", 30);
     sleep(Duration::from_secs(1));
     Pair::kill(&mut pair.backup);
@@ -906,4 +917,161 @@ fn interrupted_joins_leave_a_working_primary() {
     assert_eq!(wins.len(), 4, "{wins:?}");
     assert!(wins[..3].iter().all(|w| w.contains("primary")), "{wins:?}");
     assert!(wins[3].starts_with("4\tbackup"), "{wins:?}");
+}
+
+/// A primary that stalls (SIGSTOP) past the failure timeout and then
+/// resumes is a false suspicion: the backup goes live, and the primary,
+/// once it runs again, must halt (it loses the arbiter) without letting
+/// anything out that the backup does not have. The client's connection
+/// survives and every write it saw acknowledged is on the survivor.
+#[test]
+fn stalled_primary_halts_and_the_backup_serves() {
+    if !possible("stalled_primary_halts_and_the_backup_serves") {
+        return;
+    }
+    let _vm = vm_lock();
+    let mut pair = Pair::start(3, DiskServer::Ftvm, "", None);
+    let load = pair.start_load("s", 8);
+    sleep(Duration::from_secs(3));
+    let pid = pair.primary.as_ref().expect("primary").id() as i32;
+    // SAFETY: kill(2) on a child of ours with valid signals.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Twice the default failure timeout of 100 ms.
+    sleep(Duration::from_millis(200));
+    let live_after = pair.wait_phase("h2", "live", Duration::from_secs(10));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    eprintln!("backup seen live {live_after:?} after the stall began + 200 ms");
+    let st = Pair::wait_exit(&mut pair.primary, Duration::from_secs(10));
+    assert_eq!(
+        st.and_then(|s| s.code()),
+        Some(4),
+        "the resumed primary should halt (lost arbiter): {st:?}{}",
+        pair.dump()
+    );
+    let primary_log = fs::read_to_string(pair.dir.path("primary.log")).unwrap_or_default();
+    assert!(
+        !primary_log.contains("running alone"),
+        "the stalled primary went on alone: {primary_log}"
+    );
+    let report = pair.finish_load("s", load);
+    eprintln!("load report: {report}");
+    let wins = pair.arbiter_history();
+    assert_eq!(wins.len(), 1, "expected exactly one go-live: {wins:?}");
+    assert!(wins[0].contains("backup"), "{wins:?}");
+    let s = pair.status("h2").expect("backup status");
+    assert!(
+        s["failover"]["first_output_ms"].is_u64(),
+        "the survivor's status has no failover timeline: {s}"
+    );
+    let backup_log = fs::read_to_string(pair.dir.path("backup.log")).unwrap_or_default();
+    assert!(
+        backup_log.contains("failover timeline: backup went live"),
+        "{backup_log}"
+    );
+}
+
+/// Long test (`FTVM_HOG_SECS=600 cargo test --release -p ftvm --test
+/// ft_failover -- --ignored cpu_hog`): the pair, with the default failure
+/// timeout, under one client connection while two busy loops compete for
+/// both cores. Every failover here is a false one; each is counted, the
+/// process that lost is replaced by a backup joining the survivor, and at
+/// the end every acknowledged write must still be there and the client's
+/// connection unbroken.
+#[test]
+#[ignore = "long: FTVM_HOG_SECS (default 600) of a CPU hog on both cores"]
+fn cpu_hog_false_failovers_lose_nothing() {
+    if !possible("cpu_hog_false_failovers_lose_nothing") {
+        return;
+    }
+    let secs: u64 = std::env::var("FTVM_HOG_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let _vm = vm_lock();
+    let mut pair = Pair::start(8, DiskServer::Ftvm, "", None);
+    let stop = pair.dir.path("stop-load");
+    let load = in_ns(&pair.net.ns("c"), &loadgen())
+        .args(["write", "--addr", REDIS, "--prefix", "h", "--duration"])
+        .arg((secs + 600).to_string())
+        .arg("--until-file")
+        .arg(&stop)
+        .arg("--acked-file")
+        .arg(pair.dir.path("h.acked"))
+        .arg("--report")
+        .arg(pair.dir.path("h.json"))
+        .stdout(Stdio::null())
+        .stderr(log_file(&pair.dir, "h.log"))
+        .spawn()
+        .expect("start ftvm-loadgen");
+    let hogs: Vec<Child> = (0..2)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .expect("start a CPU hog")
+        })
+        .collect();
+    let mut sides = [
+        ("h1", pair.primary.take().expect("primary")),
+        ("h2", pair.backup.take().expect("backup")),
+    ];
+    let start = Instant::now();
+    let mut false_failovers = 0u32;
+    let mut round = 0u32;
+    while start.elapsed() < Duration::from_secs(secs) {
+        sleep(Duration::from_millis(200));
+        // A side that exited lost a (false) failover: the other runs the
+        // guest alone; a new backup on the same host joins it.
+        for i in 0..2 {
+            let Ok(Some(st)) = sides[i].1.try_wait() else {
+                continue;
+            };
+            false_failovers += 1;
+            round += 1;
+            let (dead, survivor) = (sides[i].0, sides[1 - i].0);
+            eprintln!(
+                "cpu hog: false failover {false_failovers} at {:?}: {dead} exited ({st}), {survivor} runs alone",
+                start.elapsed()
+            );
+            let t = Instant::now();
+            loop {
+                let s = pair.status(survivor);
+                let phase = s
+                    .as_ref()
+                    .and_then(|s| s["phase"].as_str().map(String::from));
+                if matches!(phase.as_deref(), Some("live") | Some("alone")) {
+                    break;
+                }
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "{survivor} never ran alone after {dead} exited: {s:?}{}",
+                    pair.dump()
+                );
+                sleep(Duration::from_millis(50));
+            }
+            let join = format!("10.78.0.{}:7001", &survivor[1..]);
+            let joiner = pair.spawn_backup(dead, &format!("hogjoin{round}"), Some(&join));
+            sides[i] = (dead, joiner);
+            pair.wait_phase(dead, "following", Duration::from_secs(120));
+        }
+    }
+    for mut h in hogs {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    fs::write(&stop, b"").expect("stop the load");
+    let report = pair.finish_load("h", load);
+    let wins = pair.arbiter_history();
+    eprintln!(
+        "cpu hog: {secs} s under two busy loops with the default failure timeout: {false_failovers} false failovers, arbiter wins {wins:?}; load report: {report}"
+    );
+    assert_eq!(
+        wins.len() as u32,
+        false_failovers,
+        "every false failover is one arbiter win: {wins:?}"
+    );
+    let [a, b] = sides;
+    pair.primary = Some(a.1);
+    pair.backup = Some(b.1);
 }

@@ -1,5 +1,5 @@
-//! The tunables of both cores, with the defaults the issue asks for
-//! (heartbeat every 50 ms, peer declared dead after 500 ms of silence, lag
+//! The tunables of both cores, with the defaults the issues ask for
+//! (heartbeat every 10 ms, peer declared dead after 100 ms of silence, lag
 //! target 100 ms) and a check that refuses combinations that cannot work
 //! (a heartbeat slower than the timeout, zero intervals, oversized names).
 
@@ -59,9 +59,9 @@ impl Config {
             generation,
             machine_hash,
             log_header: Vec::new(),
-            heartbeat_interval_ms: 50,
-            failure_timeout_ms: 500,
-            handshake_timeout_ms: 200,
+            heartbeat_interval_ms: 10,
+            failure_timeout_ms: 100,
+            handshake_timeout_ms: 100,
             startup_timeout_ms: 10_000,
             lag_target_ms: 100,
             max_throttle_ms: 10,

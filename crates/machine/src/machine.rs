@@ -287,6 +287,19 @@ impl Machine {
 
     /// Runs until step `limit`, an idle hart, or a finisher write.
     pub fn run(&mut self, limit: u64) -> Stop {
+        self.run_inner(limit, false)
+    }
+
+    /// Like [`run`](Self::run), but also stops (with `Stop::Limit`) right
+    /// after a device access that produced an output, so that a driver
+    /// holding outputs (the FT primary) can hand them on without waiting
+    /// for the rest of the run. Where it stops depends only on the guest's
+    /// own execution, so it changes nothing a replay could see.
+    pub fn run_until_output(&mut self, limit: u64) -> Stop {
+        self.run_inner(limit, true)
+    }
+
+    fn run_inner(&mut self, limit: u64, stop_on_output: bool) -> Stop {
         loop {
             self.sync_irqs();
             let icount = self.hart.icount;
@@ -303,6 +316,14 @@ impl Machine {
                     if let Some(f) = self.board.finisher.take() {
                         return Stop::Finished(f);
                     }
+                    if stop_on_output && !self.board.outputs.is_empty() {
+                        // The state `run` would return with at this step:
+                        // `irq_lines` updates device state (RTC, PLIC), so
+                        // skipping it would leave a state that a replay
+                        // stopping here by its step limit never has.
+                        self.sync_irqs();
+                        return Stop::Limit;
+                    }
                 }
                 Exit::Limit => {}
                 Exit::Wfi => {
@@ -312,6 +333,11 @@ impl Machine {
                 }
             }
         }
+    }
+
+    /// Whether outputs wait to be taken.
+    pub fn has_outputs(&self) -> bool {
+        !self.board.outputs.is_empty()
     }
 
     /// Takes the outputs produced since the last call, in order.

@@ -6,12 +6,11 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::mpsc::Sender;
 use std::thread;
 
 use anyhow::{bail, Context, Result};
 
-use crate::events::HostEvent;
+use crate::events::{EventSender, HostEvent};
 
 /// Where console output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -82,7 +81,7 @@ pub enum Filtered {
 
 impl Console {
     /// Opens the console; if `input` is given, a thread forwards stdin to it.
-    pub fn open(target: &ConsoleTarget, input: Option<Sender<HostEvent>>) -> Result<Console> {
+    pub fn open(target: &ConsoleTarget, input: Option<EventSender>) -> Result<Console> {
         let read_stdin = input.is_some();
         let out: Option<Box<dyn Write>> = match target {
             ConsoleTarget::Stdio => Some(Box::new(io::stdout())),

@@ -1,6 +1,7 @@
 //! The real-time driver: runs a machine against the host clock, the
-//! terminal, TAP devices, disk images and the host entropy source. It is the
-//! only place where `ftvm run` and `ftvm record` touch the outside world.
+//! terminal, TAP devices, disk images and the host entropy source, through
+//! one readiness loop ([`crate::reactor`]) that the host threads wake. It is
+//! the only place where `ftvm run` and `ftvm record` touch the outside world.
 //!
 //! Each turn of the loop: read the host clock and apply it as a time input,
 //! apply console bytes, received frames and completions of the previous
@@ -15,7 +16,6 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::BufWriter;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -26,6 +26,7 @@ use ftvm_replay::{EndReason, Recorder};
 use crate::console::{Console, ConsoleTarget, Filtered};
 use crate::devices::{self, Backends};
 use crate::events::HostEvent;
+use crate::reactor::Reactor;
 
 /// Steps executed per turn of the host loop (about 4 ms at 120 MIPS); the
 /// host clock is read once per turn, which bounds how far guest time can
@@ -71,10 +72,10 @@ pub struct Driver {
     pub machine: Machine,
     backends: Backends,
     console: Console,
-    events: Receiver<HostEvent>,
-    /// Keeps the event channel open when no thread feeds it (no TAP, no
-    /// console input), so an idle wait sleeps instead of returning at once.
-    _events_tx: Sender<HostEvent>,
+    /// The readiness loop the host threads (TAP readers, disk worker,
+    /// console) wake with their events.
+    reactor: Reactor,
+    ready: Vec<mio::Token>,
     recorder: Option<Recorder<BufWriter<File>>>,
     pending: VecDeque<Input>,
     start: Instant,
@@ -94,7 +95,8 @@ impl Driver {
         opts: Options,
         recorder: Option<Recorder<BufWriter<File>>>,
     ) -> Result<Driver> {
-        let (tx, events) = mpsc::channel();
+        let reactor = Reactor::new()?;
+        let tx = reactor.sender();
         backends.start_readers(&tx)?;
         backends.start_disk_worker(&tx)?;
         let console = Console::open(&opts.console, opts.read_input.then(|| tx.clone()))?;
@@ -102,8 +104,8 @@ impl Driver {
             machine,
             backends,
             console,
-            events,
-            _events_tx: tx,
+            reactor,
+            ready: Vec::new(),
             recorder,
             pending: VecDeque::new(),
             start: Instant::now(),
@@ -177,7 +179,7 @@ impl Driver {
             while let Some(input) = self.pending.pop_front() {
                 self.apply(input)?;
             }
-            while let Ok(ev) = self.events.try_recv() {
+            while let Some(ev) = self.reactor.try_recv() {
                 self.quit |= self.host_event(ev)?;
             }
             if self.quit {
@@ -230,12 +232,14 @@ impl Driver {
                             self.last_flush = Instant::now();
                         }
                     }
-                    match self.events.recv_timeout(wait) {
-                        Ok(ev) => {
-                            // Applied at the top of the next turn, after the time input.
-                            self.pending_event(ev)?;
-                        }
-                        Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+                    self.ready.clear();
+                    self.reactor
+                        .poll(wait, &mut self.ready)
+                        .context("the event loop failed")?;
+                    if let Some(ev) = self.reactor.try_recv() {
+                        // Applied at once, after a time input; the rest at
+                        // the top of the next turn.
+                        self.pending_event(ev)?;
                     }
                 }
                 Stop::Finished(f) => {

@@ -7,7 +7,6 @@
 //! go live.
 
 use std::net::SocketAddr;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use std::time::Duration;
 use ftvm_ft::{ArbiterResult, Generation, Role};
 use ftvm_storage::{ArbiterClient, Outcome};
 
-use crate::events::{FtEvent, HostEvent};
+use crate::events::{EventSender, FtEvent, HostEvent};
 
 /// Limit for one test-and-set round trip (the core retries after
 /// `arbiter_retry_ms` until its deadline).
@@ -39,7 +38,7 @@ impl Arbiter {
     }
 
     /// Starts one test-and-set; its answer arrives on `tx`.
-    pub fn test_and_set(&self, generation: Generation, claimant: Role, tx: &Sender<HostEvent>) {
+    pub fn test_and_set(&self, generation: Generation, claimant: Role, tx: &EventSender) {
         let client = self.client.clone();
         let vm = self.vm.clone();
         let answer = tx.clone();

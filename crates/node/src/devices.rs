@@ -18,7 +18,7 @@ use ftvm_host::{DiskImage, HostError, TapDevice, TapStopper};
 use ftvm_machine::{BlkOp, DeviceConfig, Input, Slot};
 use ftvm_storage::{NbdClient, NbdClientOptions, NbdError};
 
-use crate::events::HostEvent;
+use crate::events::{EventSender, HostEvent};
 
 /// The NBD port when `nbd://HOST/EXPORT` names none (the IANA-assigned one).
 pub const NBD_DEFAULT_PORT: u16 = 10809;
@@ -294,7 +294,7 @@ pub trait NetBackend: Send {
     fn transmit(&self, frame: &[u8]);
     /// Starts a thread that forwards received frames for `slot` to `tx`;
     /// returns a handle that stops it.
-    fn start_reader(&self, slot: Slot, tx: Sender<HostEvent>) -> Result<TapStopper>;
+    fn start_reader(&self, slot: Slot, tx: EventSender) -> Result<TapStopper>;
 }
 
 impl NetBackend for TapDevice {
@@ -304,7 +304,7 @@ impl NetBackend for TapDevice {
         }
     }
 
-    fn start_reader(&self, slot: Slot, tx: Sender<HostEvent>) -> Result<TapStopper> {
+    fn start_reader(&self, slot: Slot, tx: EventSender) -> Result<TapStopper> {
         let reader = self.try_clone().context("cannot clone the TAP handle")?;
         let stopper = reader.stopper();
         thread::Builder::new()
@@ -452,7 +452,7 @@ pub fn probe(drives: &[DriveSpec], nets: &[NetSpec], rng: bool) -> Result<Vec<De
 
 impl Backends {
     /// Starts a reader per network backend, forwarding frames to `tx`.
-    pub fn start_readers(&mut self, tx: &Sender<HostEvent>) -> Result<()> {
+    pub fn start_readers(&mut self, tx: &EventSender) -> Result<()> {
         for (&slot, net) in &self.nets {
             self.stoppers.push(net.start_reader(slot, tx.clone())?);
         }
@@ -462,7 +462,7 @@ impl Backends {
     /// Starts the disk worker: block requests are served in order on their
     /// own thread, so a slow fdatasync does not stall the guest; each
     /// completion comes back to `tx` as an input for the driver to apply.
-    pub fn start_disk_worker(&mut self, tx: &Sender<HostEvent>) -> Result<()> {
+    pub fn start_disk_worker(&mut self, tx: &EventSender) -> Result<()> {
         if self.disks.is_empty() {
             return Ok(());
         }

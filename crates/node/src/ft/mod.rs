@@ -11,8 +11,8 @@
 //!   re-executes the log entry by entry, checks the primary's output hashes
 //!   and digests, and on failover drains the log, asks the arbiter and, if
 //!   it won, attaches the real network and disk and carries on live.
-//! - [`link`], [`arbiter`], [`status`]: the logging connection's threads,
-//!   test-and-set requests, and the status endpoint.
+//! - [`link`], [`arbiter`], [`status`]: the logging connection on the
+//!   driver's event loop, test-and-set requests, and the status endpoint.
 //!
 //! The log entries are the record/replay codec's records (`ftvm-replay`):
 //! inputs, an `Outputs` marker after every quantum that produced outputs
@@ -38,15 +38,15 @@ pub const EXIT_HALTED: u8 = 4;
 /// Exit status of a backup whose re-execution diverged from the primary.
 pub const EXIT_DIVERGED: u8 = 3;
 
-/// Steps per turn of an FT driver's loop. Smaller than `ftvm run`'s
-/// quantum: acknowledgements are handled between quanta, and every
-/// released output waits for one.
+/// Steps per turn of an FT driver's loop: the most a turn runs before the
+/// host clock is read again and the core sees progress. Turns end sooner
+/// when the guest produces outputs or host input arrives.
 pub const FT_QUANTUM: u64 = 200_000;
-/// Steps per turn while outputs wait for an acknowledgement (primary) and
-/// per replay chunk (backup): each side only looks at the logging
-/// connection between runs of the machine, so an output's round trip costs
-/// up to one such run on each side. About 0.2 ms of guest execution.
-pub const ACK_QUANTUM: u64 = 20_000;
+/// Steps between two looks at the event loop while a guest runs or
+/// replays (some tens of microseconds): bounds how long an acknowledgement
+/// (primary), a log entry to acknowledge (backup) or a host event waits for
+/// the machine, at the cost of one `epoll_wait` per slice.
+pub const SLICE: u64 = 4_000;
 
 /// Options both sides of a pair share.
 #[derive(Args, Debug, Clone)]
@@ -65,10 +65,14 @@ pub struct FtArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub status: Option<SocketAddr>,
     /// Heartbeat interval on the logging channel.
-    #[arg(long, value_name = "MS", default_value_t = 50)]
+    #[arg(long, value_name = "MS", default_value_t = 10)]
     pub heartbeat_ms: u64,
-    /// Silence after which the peer is declared dead.
-    #[arg(long, value_name = "MS", default_value_t = 500)]
+    /// Silence after which the peer is declared dead (at least two
+    /// heartbeats). Shorter means faster failover and more false ones when
+    /// a host stalls; a false failover is safe (the arbiter lets one side
+    /// on, the other halts) but leaves the VM unprotected until a backup
+    /// joins.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
     pub failure_timeout_ms: u64,
     /// Execution lag above which the primary slows itself down.
     #[arg(long, value_name = "MS", default_value_t = 100)]
@@ -171,6 +175,11 @@ impl Clock {
             start: Instant::now(),
             base_ticks,
         }
+    }
+
+    /// The instant this clock counts from.
+    pub fn start(&self) -> Instant {
+        self.start
     }
 
     pub fn ms(&self) -> u64 {

@@ -20,7 +20,6 @@ use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -31,11 +30,14 @@ use ftvm_machine::Slot;
 
 use super::link::Link;
 use crate::devices::DiskBackend;
-use crate::events::{FtEvent, HostEvent};
+use crate::events::FtEvent;
+use crate::reactor::Reactor;
 
 /// Stop pre-copying when a round has at most this many dirty pages left
 /// (8 MiB): they are sent during the pause.
 const FINAL_PAGES: usize = 2048;
+/// A joiner gives up when the donor sends nothing for this long.
+const JOIN_SILENCE: Duration = Duration::from_secs(30);
 /// At most this many pre-copy rounds before pausing anyway (a guest that
 /// writes faster than the link carries never converges).
 const MAX_ROUNDS: u32 = 8;
@@ -353,6 +355,9 @@ pub struct Joined {
     pub icount: u64,
     pub generation: u64,
     pub link: Link,
+    /// What arrived on the link after the state (the new pair's Hello,
+    /// perhaps its first entries), for the follower to handle first.
+    pub pending: Vec<FtEvent>,
 }
 
 /// The joiner's side: dials `donor`, asks to join and receives the state.
@@ -362,7 +367,7 @@ pub fn receive(
     identity: [u8; 32],
     listen: SocketAddr,
     link: Link,
-    events: &Receiver<HostEvent>,
+    reactor: &mut Reactor,
     local: Option<&BTreeMap<Slot, Box<dyn DiskBackend>>>,
 ) -> Result<Joined> {
     let mut link = link;
@@ -384,11 +389,29 @@ pub fn receive(
     let mut ram: Option<ftvm_cpu::Ram> = None;
     let mut received = 0u64;
     let mut last_report = Instant::now();
+    let mut heard = Instant::now();
+    let mut ready = Vec::new();
+    let mut events = std::collections::VecDeque::new();
     loop {
-        let ev = events
-            .recv_timeout(Duration::from_secs(30))
-            .context("the primary stopped sending its state (30 s of silence)")?;
-        let HostEvent::Ft(ev) = ev else { continue };
+        let Some(ev) = events.pop_front() else {
+            if heard.elapsed() >= JOIN_SILENCE {
+                bail!("the primary stopped sending its state (30 s of silence)");
+            }
+            ready.clear();
+            reactor
+                .poll(JOIN_SILENCE - heard.elapsed(), &mut ready)
+                .context("the event loop failed")?;
+            // The only connection on this loop so far: read it whatever
+            // woke the loop.
+            link.ready();
+            let mut got = Vec::new();
+            link.collect(&mut got);
+            if !got.is_empty() {
+                heard = Instant::now();
+            }
+            events.extend(got);
+            continue;
+        };
         match ev {
             FtEvent::Frame { conn: c, frame } if c == conn => match frame.message {
                 Message::JoinPages {
@@ -460,6 +483,7 @@ pub fn receive(
                         icount,
                         generation: frame.generation,
                         link,
+                        pending: events.into_iter().collect(),
                     });
                 }
                 Message::Goodbye { detail, .. } => {

@@ -2,10 +2,15 @@
 //! protocol events: console bytes typed by the user, frames read from TAP
 //! devices, completions from the disk worker and, for an FT pair, what the
 //! logging connection and the arbiter report. The threads that produce them
-//! only forward what they read; the driver decides at which step each
-//! becomes an input.
+//! only forward what they read, through an [`EventSender`] that also wakes
+//! the driver's readiness loop ([`crate::reactor`]); the logging connection
+//! itself is read on the driver's own thread and reports the same events
+//! without any thread hop. The driver decides at which step each becomes an
+//! input.
 
 use std::net::TcpStream;
+use std::sync::mpsc::{SendError, Sender};
+use std::sync::Arc;
 
 use ftvm_ft::{ArbiterResult, Frame};
 use ftvm_machine::{Input, Slot};
@@ -20,7 +25,7 @@ pub enum HostEvent {
     Ft(FtEvent),
 }
 
-/// What the logging-channel and arbiter threads report. Connections are
+/// What the logging channel and the arbiter report. Connections are
 /// numbered; events of a connection the driver has replaced are ignored.
 #[derive(Debug)]
 pub enum FtEvent {
@@ -37,4 +42,29 @@ pub enum FtEvent {
     Closed { conn: u64, error: Option<String> },
     /// The arbiter's answer to a test-and-set.
     Arbiter(ArbiterResult, String),
+}
+
+/// The sending end of a driver's event channel: every event sent also
+/// wakes the driver's readiness loop, so a thread that forwards host input
+/// (a TAP reader, the disk worker, the console, the arbiter client) never
+/// waits for the loop's next timeout.
+#[derive(Clone)]
+pub struct EventSender {
+    tx: Sender<HostEvent>,
+    waker: Arc<mio::Waker>,
+}
+
+impl EventSender {
+    pub fn new(tx: Sender<HostEvent>, waker: Arc<mio::Waker>) -> EventSender {
+        EventSender { tx, waker }
+    }
+
+    /// Queues `ev` and wakes the loop; fails when the driver is gone.
+    pub fn send(&self, ev: HostEvent) -> Result<(), SendError<HostEvent>> {
+        self.tx.send(ev)?;
+        // A failed wake (never expected from an eventfd) only delays the
+        // event to the loop's next turn.
+        let _ = self.waker.wake();
+        Ok(())
+    }
 }

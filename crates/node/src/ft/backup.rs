@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -31,15 +30,16 @@ use ftvm_replay::{recorded_config, OutputHasher, Record};
 
 use super::arbiter::Arbiter;
 use super::join;
-use super::link::{start_listener, Link};
+use super::link::{Link, Listener};
 use super::primary::{Live, LiveSetup};
-use super::status::{Board, Report};
-use super::{Clock, FtArgs, FtSettings, ACK_QUANTUM, EXIT_DIVERGED, EXIT_HALTED};
+use super::status::{Board, Report, Timeline};
+use super::{Clock, FtArgs, FtSettings, EXIT_DIVERGED, EXIT_HALTED, SLICE};
 use crate::console::ConsoleTarget;
 use crate::devices;
 use crate::driver::{install_signal_handlers, STOP_REQUESTED};
-use crate::events::{FtEvent, HostEvent};
+use crate::events::{EventSender, FtEvent, HostEvent};
 use crate::machine_args::MachineArgs;
+use crate::reactor::{Reactor, LISTENER};
 
 /// Longest the loop sleeps with nothing to replay.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(20);
@@ -203,9 +203,9 @@ impl Follower {
         Ok(())
     }
 
-    /// Replays for at most `ACK_QUANTUM` steps (so that what arrives on the
-    /// logging connection is acknowledged promptly). Returns whether anything
-    /// happened.
+    /// Replays for at most `SLICE` steps (so that what arrives on the
+    /// logging connection is read and acknowledged promptly). Returns
+    /// whether anything happened.
     fn replay(&mut self, core: &mut Backup) -> Result<bool, Stuck> {
         let start = self.machine.icount();
         let mut progressed = false;
@@ -227,10 +227,10 @@ impl Follower {
                 return Ok(progressed);
             }
             if at < target {
-                if at >= start + ACK_QUANTUM || self.powered_off {
+                if at >= start + SLICE || self.powered_off {
                     return Ok(progressed);
                 }
-                let limit = target.min(start + ACK_QUANTUM);
+                let limit = target.min(start + SLICE);
                 let stop = self.machine.run(limit);
                 progressed = true;
                 self.collect_outputs();
@@ -276,8 +276,16 @@ struct BackupDriver {
     started: std::time::Instant,
     /// The pair's generation (a joined backup's comes from its primary).
     generation: u64,
-    tx: Sender<HostEvent>,
-    events: Receiver<HostEvent>,
+    tx: EventSender,
+    reactor: Reactor,
+    listener: Listener,
+    /// Scratch: tokens the event loop reported ready, and what the
+    /// connections produced.
+    ready: Vec<mio::Token>,
+    ftq: Vec<FtEvent>,
+    /// When the last log entry arrived, and the failover in progress.
+    last_entry_ms: Option<u64>,
+    timeline: Option<Timeline>,
     follower: Option<Follower>,
     virtio: Vec<ftvm_machine::DeviceConfig>,
     draining: bool,
@@ -324,7 +332,7 @@ impl BackupDriver {
         };
         match ev {
             FtEvent::Connected { conn, stream } if self.link.is_handshaken() => {
-                let mut link = Link::new(self.tx.clone(), "backup");
+                let mut link = Link::new(self.tx.clone(), self.reactor.registry(), "backup")?;
                 link.attach(conn, stream)?;
                 self.probation = Some((conn, link));
             }
@@ -382,6 +390,9 @@ impl BackupDriver {
             }
             FtEvent::Frame { conn, frame } => {
                 if self.link.is_current(conn) {
+                    if matches!(frame.message, Message::Log { .. }) {
+                        self.last_entry_ms = Some(now);
+                    }
                     if let Err(e) = self.core.on_message(now, frame) {
                         self.link
                             .drop_with(format!("dropping the logging connection: {e}"));
@@ -410,6 +421,9 @@ impl BackupDriver {
             FtEvent::DialFailed { .. } | FtEvent::Joiner { .. } => {}
             FtEvent::Arbiter(result, detail) => {
                 eprintln!("ftvm: backup: arbiter: {result:?}: {detail}");
+                if let Some(t) = self.timeline.as_mut() {
+                    t.arbiter_answer_ms = Some(now);
+                }
                 if let Err(e) = self.core.on_arbiter_result(now, result) {
                     tracing::warn!("arbiter answer not expected: {e}");
                 }
@@ -427,6 +441,13 @@ impl BackupDriver {
                     self.core.on_disconnect(self.clock.ms());
                 }
                 BackupAction::DrainLog => {
+                    self.timeline = Some(Timeline {
+                        what: "backup went live".into(),
+                        last_entry_ms: self.last_entry_ms,
+                        last_heard_ms: self.core.status().last_heard_ms,
+                        suspected_ms: Some(self.clock.ms()),
+                        ..Timeline::default()
+                    });
                     eprintln!(
                         "ftvm: backup: the primary is silent; executing the {} log entries received but not yet replayed",
                         self.core.pending_entries()
@@ -443,7 +464,12 @@ impl BackupDriver {
                     );
                     self.arbiter.test_and_set(generation, claimant, &self.tx);
                 }
-                BackupAction::GoLive => return Some(Next::GoLive),
+                BackupAction::GoLive => {
+                    if let Some(t) = self.timeline.as_mut() {
+                        t.took_over_ms = Some(self.clock.ms());
+                    }
+                    return Some(Next::GoLive);
+                }
                 BackupAction::Halt { reason } => {
                     eprintln!("ftvm: backup: halting: {reason}");
                     self.link.close();
@@ -484,6 +510,9 @@ impl BackupDriver {
         r.log_bytes_sent = s.bytes_sent;
         r.log_bytes_received = s.bytes_received;
         r.arbiter_attempts = s.arbiter_attempts;
+        if self.timeline.is_some() {
+            r.failover = self.timeline.clone();
+        }
         self.board.publish(self.report.clone());
     }
 
@@ -511,6 +540,47 @@ impl BackupDriver {
         EXIT_DIVERGED
     }
 
+    /// Looks at the event loop, waiting at most `timeout`: what arrived on
+    /// the logging connections (and on a connection on probation) is read
+    /// and handed to the core at once, new connections are accepted, and
+    /// the events host threads queued (the arbiter's answers) are handled.
+    /// The acknowledgement of what was read goes out with the next
+    /// `actions`, before any further replay.
+    fn pump(&mut self, timeout: Duration) -> Result<()> {
+        self.ready.clear();
+        self.reactor
+            .poll(timeout, &mut self.ready)
+            .context("the event loop failed")?;
+        for i in 0..self.ready.len() {
+            let t = self.ready[i];
+            if t == LISTENER {
+                self.listener.accept(&mut self.ftq);
+            } else if self.link.token() == Some(t) {
+                self.link.ready();
+            } else if let Some((_, l)) = self.probation.as_mut() {
+                if l.token() == Some(t) {
+                    l.ready();
+                }
+            }
+        }
+        loop {
+            self.link.collect(&mut self.ftq);
+            if let Some((_, l)) = self.probation.as_mut() {
+                l.collect(&mut self.ftq);
+            }
+            if self.ftq.is_empty() {
+                break;
+            }
+            for ev in std::mem::take(&mut self.ftq) {
+                self.on_event(HostEvent::Ft(ev))?;
+            }
+        }
+        while let Some(ev) = self.reactor.try_recv() {
+            self.on_event(ev)?;
+        }
+        Ok(())
+    }
+
     fn run(&mut self) -> Result<Next> {
         loop {
             let now = self.clock.ms();
@@ -520,9 +590,7 @@ impl BackupDriver {
                 return Ok(Next::Exit(130));
             }
             self.core.on_tick(now);
-            while let Ok(ev) = self.events.try_recv() {
-                self.on_event(ev)?;
-            }
+            self.pump(Duration::ZERO)?;
             if let Some(n) = self.actions() {
                 return Ok(n);
             }
@@ -545,6 +613,9 @@ impl BackupDriver {
                     if let Err(e) = self.core.on_drained(self.clock.ms()) {
                         bail!("cannot finish draining the log: {e}");
                     }
+                    if let Some(t) = self.timeline.as_mut() {
+                        t.drained_ms = Some(self.clock.ms());
+                    }
                     eprintln!(
                         "ftvm: backup: log drained at step {}",
                         self.follower.as_ref().map_or(0, |f| f.machine.icount())
@@ -557,10 +628,7 @@ impl BackupDriver {
             self.publish(false);
             if !progressed && !self.draining {
                 let wait = self.clock.until(self.core.next_timeout_ms(), MAX_IDLE_WAIT);
-                match self.events.recv_timeout(wait) {
-                    Ok(ev) => self.on_event(ev)?,
-                    Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
-                }
+                self.pump(wait)?;
             }
         }
     }
@@ -604,7 +672,8 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
     let listener = TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen for the primary on {}", args.listen))?;
     let local = listener.local_addr()?;
-    let (tx, rx) = mpsc::channel();
+    let mut reactor = Reactor::new()?;
+    let tx = reactor.sender();
     let board = Board::default();
     if let Some(addr) = args.ft.status {
         let a = board.serve(addr)?;
@@ -612,10 +681,11 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
     }
     install_signal_handlers();
     let clock = Clock::new(0);
-    let mut link = Link::new(tx.clone(), "backup");
+    let mut link = Link::new(tx.clone(), reactor.registry(), "backup")?;
     let mut follower = None;
     let mut virtio = Vec::new();
     let mut generation = args.ft.generation;
+    let mut pending = Vec::new();
     let core = match args.join {
         None => {
             eprintln!(
@@ -635,7 +705,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
                 identity,
                 local,
                 link,
-                &rx,
+                &mut reactor,
                 local_disks.as_ref(),
             )?;
             if args.test_die_at_join_state {
@@ -644,6 +714,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
                 unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
             }
             link = j.link;
+            pending = j.pending;
             generation = j.generation;
             config.generation = generation;
             virtio = own.virtio.clone();
@@ -655,7 +726,13 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
             core
         }
     };
-    start_listener(listener, tx.clone(), FIRST_ACCEPTED_ID, false)?;
+    let listener = Listener::new(
+        listener,
+        reactor.registry(),
+        LISTENER,
+        FIRST_ACCEPTED_ID,
+        false,
+    )?;
     let report = Report {
         vm: args.ft.vm.clone(),
         started_as: Role::Backup.as_str().into(),
@@ -672,10 +749,16 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
         probation: None,
         arbiter,
         clock,
-        started: std::time::Instant::now(),
+        started: clock.start(),
         generation,
         tx,
-        events: rx,
+        reactor,
+        listener,
+        ready: Vec::new(),
+        // Handled by the first look at the loop, before anything newer.
+        ftq: pending,
+        last_entry_ms: None,
+        timeline: None,
         follower,
         virtio,
         draining: false,
@@ -750,7 +833,8 @@ fn go_live(d: BackupDriver) -> Result<u8> {
                 local_drives: super::local_drives(&d.args.ft, &d.args.machine.drives),
             },
             started: d.started,
-            channel: (d.tx, d.events),
+            reactor: d.reactor,
+            timeline: d.timeline,
         },
         unreleased,
         resubmit,

@@ -1,22 +1,27 @@
 //! `ftvm primary`, and the live loop a backup continues in after it went
 //! live. Each turn: let the protocol core tick and carry out its actions,
-//! apply the host clock and whatever the host delivered (console bytes,
-//! frames, disk completions) — each logged as an entry before it is applied
-//! — run one quantum, then hand the quantum's outputs to the core behind an
-//! `Outputs` marker entry logged at the step where the quantum ended. The
-//! core releases them once the backup acknowledged that marker (the output
-//! rule: every output depends on an entry at or after its instruction); only
-//! then are frames sent, bytes printed and disk requests submitted. Entropy
-//! requests are not visible outside and are served at once. While the core
-//! asks for a throttle the guest does not run, but events are still served.
-//! Without a core (a backup that went live, or a primary that won the
-//! arbiter and runs alone) outputs go straight out.
+//! apply the host clock (at most once a millisecond) and whatever the host
+//! delivered (console bytes, frames, disk completions) — each logged as an
+//! entry before it is applied — then run the guest in short slices
+//! ([`SLICE`] steps), looking at the event loop with a zero timeout between
+//! two: an acknowledgement read there releases outputs at once. The turn
+//! ends as soon as the guest produced outputs (the machine stops right
+//! after the device access), host input waits, the guest idles, or a
+//! quantum is done; the turn's outputs then go to the core behind an
+//! `Outputs` marker entry logged at the step where the turn ended, and the
+//! marker is sent at once. The core releases them once the backup
+//! acknowledged that marker (the output rule: every output depends on an
+//! entry at or after its instruction); only then are frames sent, bytes
+//! printed and disk requests submitted. Entropy requests are not visible
+//! outside and are served at once. While the core asks for a throttle the
+//! guest does not run, but events are still served. Without a core (a
+//! backup that went live, or a primary that won the arbiter and runs alone)
+//! outputs go straight out.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -27,14 +32,15 @@ use ftvm_replay::{OutputHasher, Record};
 
 use super::arbiter::Arbiter;
 use super::join::{Donation, DonorStep};
-use super::link::{start_listener, Link};
-use super::status::{Board, Report};
-use super::{Clock, FtArgs, FtSettings, ACK_QUANTUM, EXIT_HALTED, FT_QUANTUM};
+use super::link::{Link, Listener};
+use super::status::{Board, HoldStats, Report, Timeline};
+use super::{Clock, FtArgs, FtSettings, EXIT_HALTED, FT_QUANTUM, SLICE};
 use crate::console::{Console, ConsoleTarget, Filtered};
 use crate::devices::{self, Backends};
 use crate::driver::{install_signal_handlers, STOP_REQUESTED};
-use crate::events::{FtEvent, HostEvent};
+use crate::events::{EventSender, FtEvent, HostEvent};
 use crate::machine_args::MachineArgs;
+use crate::reactor::{Reactor, JOIN_LISTENER, WAKER};
 
 /// Longest the loop sleeps while the guest idles.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(20);
@@ -46,6 +52,28 @@ const REFUSED_REDIAL_MS: u64 = 1000;
 const PUBLISH_MS: u64 = 250;
 /// How long a powering-off primary waits for its held outputs to clear.
 const POWER_OFF_DRAIN: Duration = Duration::from_secs(3);
+/// Shortest interval between two time inputs while the guest runs.
+const TIME_EVERY: Duration = Duration::from_millis(1);
+/// How long a joiner may take, from the donor's pause, to answer the new
+/// pair's handshake.
+const JOIN_GRACE_MS: u64 = 2_000;
+/// Shortest interval between two turns of a join's pre-copy.
+const DONATE_EVERY: Duration = Duration::from_millis(2);
+
+/// Milliseconds since `t` (timeline stamps are relative to the process
+/// start, like the protocol core's clock).
+fn ms_since(t: Instant) -> u64 {
+    t.elapsed().as_millis() as u64
+}
+
+/// An output waiting for the backup's acknowledgement.
+struct Held {
+    id: OutputId,
+    output: Output,
+    produced: Instant,
+    /// When the marker it depends on was written to the socket.
+    sent: Option<Instant>,
+}
 
 #[derive(Args, Debug)]
 pub struct PrimaryArgs {
@@ -94,11 +122,16 @@ struct Pairing {
     backup: Option<SocketAddr>,
     next_dial_ms: u64,
     dial_warned: bool,
-    held: VecDeque<(OutputId, Output)>,
+    held: VecDeque<Held>,
+    /// When the last acknowledgement was read off the socket.
+    ack_read: Instant,
     next_output: OutputId,
     digest_interval: u64,
     next_digest: u64,
     throttle_until: u64,
+    /// A join's connection: tell the core about it once the link has sent
+    /// everything buffered (the join's last pages and state).
+    connect_when_flushed: bool,
 }
 
 impl Pairing {
@@ -122,8 +155,20 @@ pub struct Live {
     virtio: Vec<DeviceConfig>,
     backends: Backends,
     console: Console,
-    events: Receiver<HostEvent>,
-    tx: Sender<HostEvent>,
+    reactor: Reactor,
+    tx: EventSender,
+    /// Scratch: tokens the event loop reported ready.
+    ready: Vec<mio::Token>,
+    /// Scratch: what the logging connections produced.
+    ftq: Vec<FtEvent>,
+    /// The host threads queued events since the last look.
+    woken: bool,
+    join_listener: Option<Listener>,
+    last_time: Option<Instant>,
+    last_donate: Instant,
+    holds: HoldStats,
+    /// The failover this process survived, until its first output is out.
+    timeline: Option<Timeline>,
     pending: VecDeque<Input>,
     clock: Clock,
     pair: Option<Pairing>,
@@ -178,28 +223,48 @@ pub struct LiveSetup {
     pub settings: FtSettings,
     /// When the process started (for the uptime in status reports).
     pub started: std::time::Instant,
-    pub channel: (Sender<HostEvent>, Receiver<HostEvent>),
+    pub reactor: Reactor,
+    /// The failover that made this process live, if it did.
+    pub timeline: Option<Timeline>,
 }
 
 impl Live {
     fn build(s: LiveSetup) -> Result<Live> {
-        let (tx, events) = s.channel;
+        let reactor = s.reactor;
+        let tx = reactor.sender();
         let mut backends = s.backends;
         backends.start_readers(&tx)?;
         backends.start_disk_worker(&tx)?;
         let console = Console::open(&s.console, s.read_input.then(|| tx.clone()))?;
-        if let Some(addr) = s.settings.ft.join_listen {
-            let l = TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen for joining backups on {addr}"))?;
-            start_listener(l, tx.clone(), 1 << 40, true)?;
-        }
+        let join_listener = match s.settings.ft.join_listen {
+            Some(addr) => {
+                let l = TcpListener::bind(addr)
+                    .with_context(|| format!("cannot listen for joining backups on {addr}"))?;
+                Some(Listener::new(
+                    l,
+                    reactor.registry(),
+                    JOIN_LISTENER,
+                    1 << 40,
+                    true,
+                )?)
+            }
+            None => None,
+        };
         Ok(Live {
             machine: s.machine,
             virtio: s.virtio,
             backends,
             console,
-            events,
+            reactor,
             tx,
+            ready: Vec::new(),
+            ftq: Vec::new(),
+            woken: false,
+            join_listener,
+            last_time: None,
+            last_donate: Instant::now(),
+            holds: HoldStats::default(),
+            timeline: s.timeline,
             pending: VecDeque::new(),
             clock: s.clock,
             pair: None,
@@ -288,6 +353,9 @@ impl Live {
 
     /// Lets one output out.
     fn perform(&mut self, o: Output) -> Result<()> {
+        if matches!(o, Output::Console(_) | Output::NetTx { .. }) {
+            self.first_output();
+        }
         match o {
             Output::Console(bytes) => self.console.write(&bytes)?,
             Output::NetTx { slot, frame } => self.backends.transmit(slot, &frame),
@@ -351,10 +419,16 @@ impl Live {
             .core
             .on_log_entry(icount, kind, &self.buf)
             .context("cannot log an output marker")?;
+        let produced = Instant::now();
         for o in visible {
             let id = p.next_output;
             p.next_output += 1;
-            p.held.push_back((id, o));
+            p.held.push_back(Held {
+                id,
+                output: o,
+                produced,
+                sent: None,
+            });
             p.core
                 .on_output(id, marker)
                 .context("the protocol refused an output")?;
@@ -372,16 +446,36 @@ impl Live {
                 return Ok(None);
             };
             match a {
-                PrimaryAction::Send(frame) => p.link.send(&frame),
+                PrimaryAction::Send(frame) => {
+                    let log = matches!(frame.message, ftvm_ft::Message::Log { .. });
+                    p.link.send(&frame);
+                    if log {
+                        let now = Instant::now();
+                        for h in p.held.iter_mut().rev() {
+                            if h.sent.is_some() {
+                                break;
+                            }
+                            h.sent = Some(now);
+                        }
+                    }
+                }
                 PrimaryAction::Disconnect => {
                     p.link.close();
                     p.core.on_disconnect(self.clock.ms());
                 }
                 PrimaryAction::ReleaseOutput(id) => match p.held.pop_front() {
-                    Some((held_id, o)) if held_id == id => self.perform(o)?,
+                    Some(h) if h.id == id => {
+                        if p.core.phase() == Phase::Paired {
+                            if let Some(sent) = h.sent {
+                                self.holds
+                                    .add(h.produced, sent, p.ack_read, Instant::now());
+                            }
+                        }
+                        self.perform(h.output)?
+                    }
                     other => bail!(
                         "internal error: the protocol released output {id}, but the oldest held output is {:?}",
-                        other.map(|(i, _)| i)
+                        other.map(|h| h.id)
                     ),
                 },
                 PrimaryAction::Throttle { until_ms } => p.throttle_until = until_ms,
@@ -393,10 +487,29 @@ impl Live {
                         "ftvm: primary: the backup is gone; asking the arbiter at {} whether to go on alone",
                         p.arbiter.addr()
                     );
+                    // A new failover unless this is a retry of the current one.
+                    if self
+                        .timeline
+                        .as_ref()
+                        .is_none_or(|t| t.took_over_ms.is_some())
+                    {
+                        // The core's clock may start later than the process
+                        // (a backup that went live has a clock of its own).
+                        let offset = ms_since(self.started) - self.clock.ms().min(ms_since(self.started));
+                        self.timeline = Some(Timeline {
+                            what: "primary went alone".into(),
+                            last_heard_ms: p.core.status().last_heard_ms.map(|t| t + offset),
+                            suspected_ms: Some(ms_since(self.started)),
+                            ..Timeline::default()
+                        });
+                    }
                     p.arbiter.test_and_set(generation, claimant, &self.tx);
                 }
                 PrimaryAction::GoAlone => {
                     eprintln!("ftvm: primary: won the arbiter; running alone (unprotected)");
+                    if let Some(t) = self.timeline.as_mut() {
+                        t.took_over_ms = Some(ms_since(self.started));
+                    }
                     self.report.solo_since_s = Some(self.started.elapsed().as_secs_f64());
                     self.last_publish = 0;
                 }
@@ -437,6 +550,16 @@ impl Live {
             }
             FtEvent::Frame { conn, frame } => {
                 if p.link.is_current(conn) {
+                    if p.connect_when_flushed {
+                        // The joiner answered: everything reached it.
+                        p.connect_when_flushed = false;
+                        p.core
+                            .on_connected(now)
+                            .context("the new pair refused its connection")?;
+                    }
+                    if matches!(frame.message, ftvm_ft::Message::Ack { .. }) {
+                        p.ack_read = Instant::now();
+                    }
                     match p.core.on_message(now, frame) {
                         Ok(()) => {
                             if !p.link.is_handshaken() {
@@ -463,6 +586,9 @@ impl Live {
             }
             FtEvent::Arbiter(result, detail) => {
                 eprintln!("ftvm: primary: arbiter: {result:?}: {detail}");
+                if let Some(t) = self.timeline.as_mut() {
+                    t.arbiter_answer_ms = Some(ms_since(self.started));
+                }
                 if let Err(e) = p.core.on_arbiter_result(now, result) {
                     tracing::warn!("arbiter answer not expected: {e}");
                 }
@@ -488,7 +614,7 @@ impl Live {
                     .peer_addr()
                     .map(|a| a.to_string())
                     .unwrap_or_default();
-                let mut link = Link::new(self.tx.clone(), "primary");
+                let mut link = Link::new(self.tx.clone(), self.reactor.registry(), "primary")?;
                 link.attach(conn, stream)?;
                 let d = Donation::new(conn, link);
                 if self.donation.is_some() {
@@ -602,12 +728,14 @@ impl Live {
         let mut cfg = ft.config(self.settings.identity);
         cfg.generation = generation;
         cfg.log_header = self.settings.log_header.clone();
-        // The joiner is connected already: it must answer within the
-        // failure timeout, not the grace a backup gets to start up.
-        cfg.startup_timeout_ms = cfg.failure_timeout_ms;
-        let mut core = Primary::new_at(cfg, now, icount).context("bad FT configuration")?;
-        core.on_connected(now)
-            .context("the new pair refused its connection")?;
+        // The joiner is connected already, but it still has to receive
+        // what the link has buffered (up to tens of MiB) and build its
+        // machine before it can answer; the core learns of the connection
+        // only once the buffer is flushed (`connect_when_flushed`), and the
+        // joiner then has the handshake timeout to answer, within
+        // JOIN_GRACE in all.
+        cfg.startup_timeout_ms = cfg.failure_timeout_ms.max(JOIN_GRACE_MS);
+        let core = Primary::new_at(cfg, now, icount).context("bad FT configuration")?;
         let paused = pause.elapsed();
         eprintln!(
             "ftvm: primary: backup joined at step {icount}: {} MiB in {:.2} s, guest paused {:.1} ms; protected again (generation {generation})",
@@ -630,10 +758,12 @@ impl Live {
             next_dial_ms: 0,
             dial_warned: false,
             held: VecDeque::new(),
+            ack_read: Instant::now(),
             next_output: 1,
             digest_interval,
             next_digest: icount.saturating_add(digest_interval),
             throttle_until: 0,
+            connect_when_flushed: true,
         });
         self.publish(true);
         Ok(())
@@ -658,11 +788,29 @@ impl Live {
         Ok(())
     }
 
+    /// A joined backup's connection is handed to the core once the join's
+    /// last bytes are out.
+    fn connect_joined(&mut self) -> Result<()> {
+        let now = self.clock.ms();
+        if let Some(p) = self.pair.as_mut() {
+            if p.connect_when_flushed && p.link.queued_bytes() == 0 {
+                p.connect_when_flushed = false;
+                if p.link.is_connected() {
+                    p.core
+                        .on_connected(now)
+                        .context("the new pair refused its connection")?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Dials the backup while paired without a connection.
     fn maybe_dial(&mut self) {
         let now = self.clock.ms();
         if let Some(p) = self.pair.as_mut() {
             if p.core.phase() == Phase::Paired
+                && !p.connect_when_flushed
                 && !p.link.is_connected()
                 && !p.link.is_dialing()
                 && now >= p.next_dial_ms
@@ -703,6 +851,10 @@ impl Live {
             r.connected = false;
             r.peer = None;
         }
+        r.hold = self.holds.report();
+        if self.timeline.is_some() {
+            r.failover = self.timeline.clone();
+        }
         self.board.publish(self.report.clone());
     }
 
@@ -713,28 +865,101 @@ impl Live {
     /// machine run a turn, which would log a time input, which would be
     /// acknowledged...
     fn wait(&mut self, wait: Duration) -> Result<Option<Ended>> {
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(HostEvent::Ft(ev)) => {
-                    self.ft_event(ev)?;
-                    if let Some(end) = self.actions()? {
-                        return Ok(Some(end));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if let Some(end) = self.pump(left)? {
+                return Ok(Some(end));
+            }
+            let mut input = false;
+            while let Some(ev) = self.reactor.try_recv() {
+                match ev {
+                    HostEvent::Ft(ev) => {
+                        self.ft_event(ev)?;
+                        if let Some(end) = self.actions()? {
+                            return Ok(Some(end));
+                        }
                     }
-                    if !self.pending.is_empty() {
-                        return Ok(None);
+                    ev => {
+                        if !input {
+                            input = true;
+                            self.apply_time()?;
+                        }
+                        self.host_event(ev)?;
                     }
                 }
-                Ok(ev) => {
-                    let t = self.clock.ticks();
-                    self.apply(Input::Time(t))?;
-                    self.host_event(ev)?;
-                    return Ok(None);
+            }
+            if input || !self.pending.is_empty() || left.is_zero() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Applies the host clock as a time input.
+    fn apply_time(&mut self) -> Result<()> {
+        let t = self.clock.ticks();
+        self.last_time = Some(Instant::now());
+        self.apply(Input::Time(t))
+    }
+
+    /// Looks at the event loop, waiting at most `timeout` (zero between two
+    /// slices of guest execution): the logging connections are read and
+    /// what they carried is handled at once — an acknowledgement releases
+    /// outputs right here — and joiners are accepted. Host events stay on
+    /// the channel; `woken` says that some may wait there.
+    fn pump(&mut self, timeout: Duration) -> Result<Option<Ended>> {
+        self.ready.clear();
+        self.reactor
+            .poll(timeout, &mut self.ready)
+            .context("the event loop failed")?;
+        for i in 0..self.ready.len() {
+            let t = self.ready[i];
+            if t == WAKER {
+                self.woken = true;
+            } else if t == JOIN_LISTENER {
+                if let Some(l) = self.join_listener.as_mut() {
+                    l.accept(&mut self.ftq);
                 }
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
-                    return Ok(None)
+            } else {
+                if let Some(p) = self.pair.as_mut() {
+                    if p.link.token() == Some(t) {
+                        p.link.ready();
+                    }
                 }
+                if let Some(d) = self.donation.as_mut() {
+                    if d.link.token() == Some(t) {
+                        d.link.ready();
+                    }
+                }
+            }
+        }
+        loop {
+            if let Some(p) = self.pair.as_mut() {
+                p.link.collect(&mut self.ftq);
+            }
+            if let Some(d) = self.donation.as_mut() {
+                d.link.collect(&mut self.ftq);
+            }
+            if self.ftq.is_empty() {
+                return Ok(None);
+            }
+            for ev in std::mem::take(&mut self.ftq) {
+                self.ft_event(ev)?;
+                if let Some(end) = self.actions()? {
+                    return Ok(Some(end));
+                }
+            }
+        }
+    }
+
+    /// The first output let out after this process took over ends its
+    /// failover timeline, which goes to the log.
+    fn first_output(&mut self) {
+        if let Some(t) = self.timeline.as_mut() {
+            if t.took_over_ms.is_some() && t.first_output_ms.is_none() {
+                t.first_output_ms = Some(ms_since(self.started));
+                eprintln!("ftvm: failover timeline: {}", t.describe());
+                self.last_publish = 0;
             }
         }
     }
@@ -748,9 +973,31 @@ impl Live {
         )
     }
 
+    /// Runs the guest for one turn, in slices with a look at the event loop
+    /// between two; returns how the machine stopped, or `Err(end)` when
+    /// the protocol halted the process meanwhile.
+    fn run_turn(&mut self) -> Result<std::result::Result<Stop, Ended>> {
+        let limit = self.machine.icount() + FT_QUANTUM;
+        loop {
+            let end = limit.min(self.machine.icount() + SLICE);
+            let stop = self.machine.run_until_output(end);
+            if stop != Stop::Limit || self.machine.icount() >= limit || self.machine.has_outputs() {
+                return Ok(Ok(stop));
+            }
+            self.woken = false;
+            if let Some(end) = self.pump(Duration::ZERO)? {
+                return Ok(Err(end));
+            }
+            if self.woken || !self.pending.is_empty() {
+                return Ok(Ok(stop));
+            }
+        }
+    }
+
     /// Runs until the guest powers off, the protocol halts the process, or
     /// a signal or the console asks to stop.
     pub fn run(&mut self) -> Result<Ended> {
+        let mut was_idle = true;
         loop {
             if STOP_REQUESTED.load(Ordering::SeqCst) || self.quit {
                 return self.stop();
@@ -763,6 +1010,7 @@ impl Live {
                 return Ok(end);
             }
             self.maybe_dial();
+            self.connect_joined()?;
             if self.announce_at.last().is_some_and(|&t| now >= t) {
                 self.announce_at.pop();
                 self.announce();
@@ -776,22 +1024,30 @@ impl Live {
                 }
                 continue;
             }
-            let t = self.clock.ticks();
-            self.apply(Input::Time(t))?;
+            if was_idle || self.last_time.is_none_or(|t| t.elapsed() >= TIME_EVERY) {
+                self.apply_time()?;
+            }
             while let Some(input) = self.pending.pop_front() {
                 self.apply(input)?;
             }
-            while let Ok(ev) = self.events.try_recv() {
+            if let Some(end) = self.pump(Duration::ZERO)? {
+                return Ok(end);
+            }
+            while let Some(ev) = self.reactor.try_recv() {
                 self.host_event(ev)?;
             }
+            if let Some(end) = self.actions()? {
+                return Ok(end);
+            }
             self.digest_if_due()?;
-            self.donate()?;
-            // While outputs wait for the backup, come back for its
-            // acknowledgement sooner.
-            let waiting = self.pair.as_ref().is_some_and(|p| !p.held.is_empty());
-            let quantum = if waiting { ACK_QUANTUM } else { FT_QUANTUM };
-            let limit = self.machine.icount() + quantum;
-            let stop = self.machine.run(limit);
+            if self.donation.is_some() && self.last_donate.elapsed() >= DONATE_EVERY {
+                self.last_donate = Instant::now();
+                self.donate()?;
+            }
+            let stop = match self.run_turn()? {
+                Ok(stop) => stop,
+                Err(end) => return Ok(end),
+            };
             self.outputs()?;
             let (now, icount) = (self.clock.ms(), self.machine.icount());
             if let Some(p) = self.pair.as_mut() {
@@ -800,9 +1056,11 @@ impl Live {
             if let Some(end) = self.actions()? {
                 return Ok(end);
             }
+            was_idle = false;
             match stop {
                 Stop::Limit => {}
                 Stop::Idle { wake_at } => {
+                    was_idle = true;
                     if !self.pending.is_empty() {
                         continue;
                     }
@@ -871,8 +1129,13 @@ impl Live {
                     return Ok(end);
                 }
                 let w = self.sleep_cap(MAX_IDLE_WAIT);
-                if let Ok(HostEvent::Ft(ev)) = self.events.recv_timeout(w) {
-                    self.ft_event(ev)?;
+                if let Some(end) = self.pump(w)? {
+                    return Ok(end);
+                }
+                while let Some(ev) = self.reactor.try_recv() {
+                    if let HostEvent::Ft(ev) = ev {
+                        self.ft_event(ev)?;
+                    }
                 }
             }
             let now = self.clock.ms();
@@ -931,7 +1194,9 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
         eprintln!("ftvm: primary: status on {a}");
     }
     install_signal_handlers();
-    let (tx, rx) = mpsc::channel();
+    let reactor = Reactor::new()?;
+    let tx = reactor.sender();
+    let link = Link::new(tx, reactor.registry(), "primary")?;
     let report = Report {
         vm: args.ft.vm.clone(),
         started_as: Role::Primary.as_str().into(),
@@ -955,21 +1220,24 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
             generation: args.ft.generation,
             local_drives: super::local_drives(&args.ft, &args.machine.drives),
         },
-        started: std::time::Instant::now(),
-        channel: (tx.clone(), rx),
+        started: clock.start(),
+        reactor,
+        timeline: None,
     })?;
     live.pair = Some(Pairing {
         core,
-        link: Link::new(tx, "primary"),
+        link,
         arbiter,
         backup: Some(args.backup),
         next_dial_ms: 0,
         dial_warned: false,
         held: VecDeque::new(),
+        ack_read: Instant::now(),
         next_output: 1,
         digest_interval: args.digest_interval,
         next_digest: args.digest_interval,
         throttle_until: 0,
+        connect_when_flushed: false,
     });
     eprintln!(
         "ftvm: primary: VM {:?} generation {}, streaming the log to {}",
