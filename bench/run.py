@@ -85,7 +85,7 @@ def console_marker_times(cmd, markers=(b"FTVM-T0", b"FTVM-T1"), timeout=600):
             if chunk:
                 buf += chunk
                 for m in markers:
-                    if m not in seen and (m + b"\n") in buf:
+                    if m not in seen and (m + b"\r\n" in buf or m + b"\n" in buf):
                         seen[m] = time.monotonic()
             elif p.poll() is not None:
                 break

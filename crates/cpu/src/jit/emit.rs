@@ -5,8 +5,11 @@
 //! the entry stub): `rbp` the [`Ctx`], `rbx` the guest register file `x`,
 //! `r12`/`r13` the load/store TLB tables of the current data context, `r14`
 //! the virtual address of the page the running block belongs to, `r15` the
-//! remaining step budget (`limit - icount`). Guest registers stay in memory
-//! (`[rbx + 8 * n]`); everything else is scratch.
+//! remaining step budget (`limit - icount`). Guest registers live in memory
+//! (`[rbx + 8 * n]`); within a block up to five of them are cached in
+//! `r8`-`r11` and `rdi` (loaded on first use, written back when evicted and
+//! wherever the block is left, including its slow exits, which store the
+//! registers dirty at that point). Everything else is scratch.
 //!
 //! A block of `n` translated instructions first checks `r15 >= n` (else it
 //! leaves with [`EXIT_BUDGET`] before doing anything) and subtracts `n`. An
@@ -14,9 +17,12 @@
 //! access) gives back the budget of itself and the instructions after it and
 //! leaves with [`EXIT_STEP`] and its own `pc`, so the interpreter executes it
 //! with the exact step count. The end of a block jumps to the next block:
-//! within the page through the page's entry table, elsewhere through the
-//! `lookup` stub (fetch TLB, then the target page's entry table); a miss
+//! within the page through the page's entry table, elsewhere through an
+//! inline lookup (fetch TLB, then the target page's entry table); a miss
 //! leaves with [`EXIT_PC`].
+
+// `Rq(n)` in `dynasm!` expands to `n.into()`, already a `u8` here.
+#![allow(clippy::useless_conversion)]
 
 use dynasmrt::x64::X64Relocation;
 use dynasmrt::{dynasm, DynamicLabel, DynasmApi, DynasmLabelApi, VecAssembler};
@@ -41,8 +47,6 @@ pub(crate) struct Stubs {
     pub epilogue: usize,
     /// Leaves with `EXIT_PC`, `pc` in `rax`.
     pub exit_pc: usize,
-    /// Jumps to the block for the virtual `pc` in `rax`, or leaves with `EXIT_PC`.
-    pub lookup: usize,
 }
 
 /// Assembles the shared stubs for address `base`. Returns the code and the
@@ -87,9 +91,23 @@ pub(crate) fn stubs(base: usize) -> Result<(Vec<u8>, Stubs), dynasmrt::DynasmErr
         ; mov eax, EXIT_PC as i32
         ; jmp extern epilogue
     );
-    let lookup = base + a.offset().0;
-    // rax = target pc. The fetch must hit the TLB within the page at an
-    // offset up to 0xffc (as the interpreter's decoded-page loop requires).
+    let code = a.finalize()?;
+    Ok((
+        code,
+        Stubs {
+            entry,
+            epilogue,
+            exit_pc,
+        },
+    ))
+}
+
+/// Jumps to the block for the virtual `pc` in `rax`, or leaves with
+/// `EXIT_PC`. Emitted at every indirect or cross-page exit (each with its own
+/// indirect jump, which the host predicts per site). The fetch must hit the
+/// TLB within the page at an offset up to 0xffc, as the interpreter's
+/// decoded-page loop requires.
+fn lookup(a: &mut Asm, exit_pc: usize) {
     dynasm!(a
         ; .arch x64
         ; mov rcx, rax
@@ -121,16 +139,6 @@ pub(crate) fn stubs(base: usize) -> Result<(Vec<u8>, Stubs), dynasmrt::DynasmErr
         ; and r14, -4096
         ; jmp rdi
     );
-    let code = a.finalize()?;
-    Ok((
-        code,
-        Stubs {
-            entry,
-            epilogue,
-            exit_pc,
-            lookup,
-        },
-    ))
 }
 
 /// One instruction of a block: its page offset and decoding.
@@ -182,6 +190,8 @@ pub(crate) fn block(
         stubs: *stubs,
         table,
         slow: Vec::new(),
+        cache: [Slot::default(); POOL.len()],
+        tick: 0,
     };
     let n = insns.len() as i32;
     let start = insns[0].off;
@@ -197,21 +207,45 @@ pub(crate) fn block(
     }
     match end {
         End::Control => {}
-        End::Chain(off) => e.chain(off as i64),
-        End::Step(off) => e.leave(off, EXIT_STEP),
+        End::Chain(off) => {
+            e.flush();
+            e.chain(off as i64)
+        }
+        End::Step(off) => {
+            e.flush();
+            e.leave(off, EXIT_STEP)
+        }
     }
     // Out of line: the budget exit, then each slow access.
     dynasm!(e.a ; .arch x64 ; =>short);
     e.leave(start, EXIT_BUDGET);
-    for (label, off, give_back) in std::mem::take(&mut e.slow) {
+    for (label, off, give_back, dirty) in std::mem::take(&mut e.slow) {
         dynasm!(e.a
             ; .arch x64
             ; =>label
             ; add r15, give_back
         );
+        for (g, h) in dirty {
+            dynasm!(e.a ; .arch x64 ; mov [rbx + xoff(g as usize)], Rq(h));
+        }
         e.leave(off, EXIT_STEP);
     }
     e.a.finalize()
+}
+
+/// A slow exit still to emit: label, instruction offset, steps to give
+/// back, (guest, host) registers dirty there.
+type SlowExit = (DynamicLabel, u32, i32, Vec<(u8, u8)>);
+
+/// Host registers caching guest registers.
+const POOL: [u8; 5] = [8, 9, 10, 11, 7];
+
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// Guest register cached (0: none).
+    guest: u8,
+    dirty: bool,
+    last_use: u32,
 }
 
 struct Emitter {
@@ -219,8 +253,10 @@ struct Emitter {
     stubs: Stubs,
     table: usize,
     /// Slow-path exits still to emit: label, instruction offset, steps to
-    /// give back.
-    slow: Vec<(DynamicLabel, u32, i32)>,
+    /// give back, (guest, host) registers dirty there.
+    slow: Vec<SlowExit>,
+    cache: [Slot; POOL.len()],
+    tick: u32,
 }
 
 fn xoff(r: usize) -> i32 {
@@ -255,13 +291,66 @@ impl Emitter {
                 ; jmp rcx
             );
         } else {
-            let lookup = self.stubs.lookup;
             dynasm!(self.a
                 ; .arch x64
                 ; mov rax, QWORD target
                 ; add rax, r14
-                ; jmp extern lookup
             );
+            lookup(&mut self.a, self.stubs.exit_pc);
+        }
+    }
+
+    /// The cache slot holding guest register `g`, if any.
+    fn find(&mut self, g: usize) -> Option<usize> {
+        let i = self.cache.iter().position(|s| s.guest as usize == g)?;
+        self.tick += 1;
+        self.cache[i].last_use = self.tick;
+        Some(i)
+    }
+
+    /// A slot for guest register `g` (not cached yet): a free one, or the
+    /// least recently used, written back first if dirty.
+    fn alloc(&mut self, g: usize) -> usize {
+        let i = match self.cache.iter().position(|s| s.guest == 0) {
+            Some(i) => i,
+            None => {
+                let (i, _) = self
+                    .cache
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, s)| s.last_use)
+                    .unwrap_or((0, &self.cache[0]));
+                let old = self.cache[i];
+                if old.dirty {
+                    dynasm!(self.a ; .arch x64 ; mov [rbx + xoff(old.guest as usize)], Rq(POOL[i]));
+                }
+                i
+            }
+        };
+        self.tick += 1;
+        self.cache[i] = Slot {
+            guest: g as u8,
+            dirty: false,
+            last_use: self.tick,
+        };
+        i
+    }
+
+    /// The (guest, host) registers cached and not yet written back.
+    fn dirty(&self) -> Vec<(u8, u8)> {
+        (0..POOL.len())
+            .filter(|&i| self.cache[i].dirty)
+            .map(|i| (self.cache[i].guest, POOL[i]))
+            .collect()
+    }
+
+    /// Writes back every dirty cached register (moves only: flags survive).
+    fn flush(&mut self) {
+        for (g, h) in self.dirty() {
+            dynasm!(self.a ; .arch x64 ; mov [rbx + xoff(g as usize)], Rq(h));
+        }
+        for s in self.cache.iter_mut() {
+            s.dirty = false;
         }
     }
 
@@ -269,8 +358,12 @@ impl Emitter {
     fn get_a(&mut self, r: usize) {
         if r == 0 {
             dynasm!(self.a ; .arch x64 ; xor eax, eax);
+        } else if let Some(i) = self.find(r) {
+            dynasm!(self.a ; .arch x64 ; mov rax, Rq(POOL[i]));
         } else {
             dynasm!(self.a ; .arch x64 ; mov rax, [rbx + xoff(r)]);
+            let i = self.alloc(r);
+            dynasm!(self.a ; .arch x64 ; mov Rq(POOL[i]), rax);
         }
     }
 
@@ -278,15 +371,24 @@ impl Emitter {
     fn get_c(&mut self, r: usize) {
         if r == 0 {
             dynasm!(self.a ; .arch x64 ; xor ecx, ecx);
+        } else if let Some(i) = self.find(r) {
+            dynasm!(self.a ; .arch x64 ; mov rcx, Rq(POOL[i]));
         } else {
             dynasm!(self.a ; .arch x64 ; mov rcx, [rbx + xoff(r)]);
+            let i = self.alloc(r);
+            dynasm!(self.a ; .arch x64 ; mov Rq(POOL[i]), rcx);
         }
     }
 
-    /// x[rd] = rax (nothing for x0).
+    /// x[rd] = rax (nothing for x0), in the cache.
     fn put_a(&mut self, rd: usize) {
         if rd != 0 {
-            dynasm!(self.a ; .arch x64 ; mov [rbx + xoff(rd)], rax);
+            let i = match self.find(rd) {
+                Some(i) => i,
+                None => self.alloc(rd),
+            };
+            self.cache[i].dirty = true;
+            dynasm!(self.a ; .arch x64 ; mov Rq(POOL[i]), rax);
         }
     }
 
@@ -299,7 +401,8 @@ impl Emitter {
             dynasm!(self.a ; .arch x64 ; add rax, imm);
         }
         let slow = self.a.new_dynamic_label();
-        self.slow.push((slow, off, give_back));
+        let dirty = self.dirty();
+        self.slow.push((slow, off, give_back, dirty));
         dynasm!(self.a
             ; .arch x64
             ; mov rcx, rax
@@ -343,7 +446,8 @@ impl Emitter {
             Nop => {}
             Lui => {
                 if rd != 0 {
-                    dynasm!(self.a ; .arch x64 ; mov QWORD [rbx + xoff(rd)], imm);
+                    dynasm!(self.a ; .arch x64 ; mov rax, imm);
+                    self.put_a(rd);
                 }
             }
             Auipc => {
@@ -359,6 +463,7 @@ impl Emitter {
                     dynasm!(self.a ; .arch x64 ; lea rax, [r14 + next as i32]);
                     self.put_a(rd);
                 }
+                self.flush();
                 self.chain(off as i64 + imm as i64);
             }
             Jalr | Jr => {
@@ -371,20 +476,20 @@ impl Emitter {
                 if kind == Jalr && rd != 0 {
                     dynasm!(self.a
                         ; .arch x64
-                        ; lea rcx, [r14 + next as i32]
-                        ; mov [rbx + xoff(rd)], rcx
+                        ; mov rsi, rax
+                        ; lea rax, [r14 + next as i32]
                     );
+                    self.put_a(rd);
+                    dynasm!(self.a ; .arch x64 ; mov rax, rsi);
                 }
-                let lookup = self.stubs.lookup;
-                dynasm!(self.a ; .arch x64 ; jmp extern lookup);
+                self.flush();
+                lookup(&mut self.a, self.stubs.exit_pc);
             }
             Beq | Bne | Blt | Bge | Bltu | Bgeu => {
                 self.get_a(rs1);
-                if rs2 == 0 {
-                    dynasm!(self.a ; .arch x64 ; test rax, rax);
-                } else {
-                    dynasm!(self.a ; .arch x64 ; cmp rax, [rbx + xoff(rs2)]);
-                }
+                self.get_c(rs2);
+                dynasm!(self.a ; .arch x64 ; cmp rax, rcx);
+                self.flush(); // moves only: the flags stay
                 let taken = self.a.new_dynamic_label();
                 match kind {
                     Beq => dynasm!(self.a ; .arch x64 ; je =>taken),
