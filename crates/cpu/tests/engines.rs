@@ -497,3 +497,40 @@ fn a_handful_of_long_random_runs() {
     }
     assert!(steps > 1_000_000, "the translator ran only {steps} steps");
 }
+
+#[test]
+fn host_writes_into_translated_code_are_seen() {
+    // addi a0, a0, K; j .-4 — translated, then rewritten from outside
+    // between runs in each way the board can: DMA-style `write_bytes`,
+    // untracked `as_bytes_mut`, and handing the hart another RAM object.
+    let addi_k = |k: i32| i(k, 10, 0, 10, 0x13);
+    let mut ram = Ram::new(BASE, RAM);
+    let prog = [addi_k(1), jal(0, -4)];
+    let bytes: Vec<u8> = prog.iter().flat_map(|w| w.to_le_bytes()).collect();
+    assert!(ram.write_bytes(BASE, &bytes));
+    let mut h = Hart::new(BASE, 0);
+    h.set_engine(Engine::Jit);
+    let mut dev = Dev::default();
+    assert_eq!(h.run(&mut ram, &mut dev, 1000), Exit::Limit);
+    assert_eq!(h.x[10], 500);
+    let translated = h.jit_stats().steps;
+    assert!(translated > 900, "{:?}", h.jit_stats());
+
+    assert!(ram.write_bytes(BASE, &addi_k(2).to_le_bytes()));
+    h.run(&mut ram, &mut dev, 2000);
+    assert_eq!(h.x[10], 500 + 2 * 500, "a DMA write was missed");
+
+    ram.as_bytes_mut()[..4].copy_from_slice(&addi_k(3).to_le_bytes());
+    h.run(&mut ram, &mut dev, 3000);
+    assert_eq!(h.x[10], 1500 + 3 * 500, "an untracked write was missed");
+
+    let mut other = ram.clone();
+    assert!(other.write_bytes(BASE, &addi_k(4).to_le_bytes()));
+    h.run(&mut other, &mut dev, 4000);
+    assert_eq!(h.x[10], 3000 + 4 * 500, "another RAM object was missed");
+
+    h.flush_caches();
+    h.run(&mut other, &mut dev, 5000);
+    assert_eq!(h.x[10], 5000 + 4 * 500);
+    assert!(h.jit_stats().steps > 0, "translation resumes after a flush");
+}
