@@ -60,7 +60,7 @@ pub struct MachineArgs {
         long,
         value_name = "interp|jit",
         env = "FTVM_CPU",
-        default_value = "interp"
+        default_value = "jit"
     )]
     pub cpu: Engine,
 }

@@ -56,7 +56,7 @@ pub struct ReplayArgs {
         long,
         value_name = "interp|jit",
         env = "FTVM_CPU",
-        default_value = "interp"
+        default_value = "jit"
     )]
     pub cpu: ftvm_cpu::Engine,
 }

@@ -43,15 +43,16 @@ use crate::mmu::{TlbEntry, TLB_ENTRIES};
 #[repr(u8)]
 pub enum Engine {
     /// The decoded-page interpreter (the reference).
-    #[default]
     Interp,
-    /// The translator, with the interpreter for what it does not translate.
+    /// The translator, with the interpreter for what it does not translate
+    /// (on a host other than x86-64, the interpreter for everything).
+    #[default]
     Jit,
 }
 
 /// The engine new and restored harts start with: the host's `--cpu`
-/// setting, process-wide (0: interpreter, 1: translator).
-static DEFAULT_ENGINE: AtomicU8 = AtomicU8::new(0);
+/// setting, process-wide (0: interpreter, 1: translator, the default).
+static DEFAULT_ENGINE: AtomicU8 = AtomicU8::new(1);
 
 /// Sets the engine every hart created or deserialised from now on uses
 /// (a host setting: never part of machine state, snapshots or logs).
@@ -59,11 +60,11 @@ pub fn set_default_engine(engine: Engine) {
     DEFAULT_ENGINE.store(engine as u8, Ordering::Relaxed);
 }
 
-/// The engine set by [`set_default_engine`] (the interpreter unless set).
+/// The engine set by [`set_default_engine`] (the translator unless set).
 pub fn default_engine() -> Engine {
     match DEFAULT_ENGINE.load(Ordering::Relaxed) {
-        1 => Engine::Jit,
-        _ => Engine::Interp,
+        0 => Engine::Interp,
+        _ => Engine::Jit,
     }
 }
 
