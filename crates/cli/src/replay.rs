@@ -50,6 +50,15 @@ pub struct ReplayArgs {
     /// Print steps, inputs, digests and replay speed at the end.
     #[arg(long)]
     pub stats: bool,
+    /// CPU engine for the replay: interp or jit (either replays a log
+    /// recorded with either).
+    #[arg(
+        long,
+        value_name = "interp|jit",
+        env = "FTVM_CPU",
+        default_value = "jit"
+    )]
+    pub cpu: ftvm_cpu::Engine,
 }
 
 /// Exit status when the replay diverges from the recording.
@@ -85,6 +94,7 @@ fn load_image(
 }
 
 pub fn replay(args: ReplayArgs) -> Result<u8> {
+    ftvm_cpu::set_default_engine(args.cpu);
     let bytes = std::fs::read(&args.log)
         .with_context(|| format!("cannot read log {}", args.log.display()))?;
     let (header, reader) = SliceReader::new(&bytes)

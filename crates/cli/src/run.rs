@@ -55,6 +55,17 @@ fn print_stats(stats: bool, machine: &Machine, secs: f64) {
             secs,
             machine.icount() as f64 / secs / 1e6
         );
+        let j = machine.hart.jit_stats();
+        if machine.hart.engine() == ftvm_cpu::Engine::Jit {
+            eprintln!(
+                "ftvm: jit: {} blocks translated, {} steps translated ({:.1} %), {} entries, {} flushes",
+                j.blocks,
+                j.steps,
+                100.0 * j.steps as f64 / machine.icount().max(1) as f64,
+                j.entries,
+                j.flushes
+            );
+        }
     }
 }
 

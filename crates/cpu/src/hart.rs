@@ -50,6 +50,7 @@ use crate::bus::{self, Bus, Ram};
 use crate::csr::*;
 use crate::decode::{self, empty_page, kinds, Code, DecodedPage, Kind, Op};
 use crate::fpu::{self, FpRegs};
+use crate::jit::{Engine, JitCache};
 use crate::mmu::{self, Regime, Tlb, CTX_UNCACHED, TLB_ENTRIES};
 use crate::rvc;
 use crate::trap::{Access, Exception, Trap};
@@ -99,15 +100,20 @@ pub struct Hart {
     /// Waiting in WFI.
     pub wfi: bool,
     #[serde(skip, default = "Tlb::new")]
-    tlb: Tlb,
+    pub(crate) tlb: Tlb,
     #[serde(skip, default = "rvc::table")]
     rvc: &'static [u32; 1 << 16],
     #[serde(skip, default = "Icache::new")]
-    icache: Icache,
+    pub(crate) icache: Icache,
     #[serde(skip)]
-    fetch_ctx: usize,
+    pub(crate) fetch_ctx: usize,
     #[serde(skip)]
-    data_ctx: usize,
+    pub(crate) data_ctx: usize,
+    /// Which engine runs instructions: a host setting, not machine state
+    /// (not serialised; a new or restored hart takes the process default,
+    /// [`crate::set_default_engine`]).
+    #[serde(skip, default = "crate::jit::default_engine")]
+    engine: Engine,
     /// The inner loop must end after this step.
     #[serde(skip)]
     sync: bool,
@@ -187,14 +193,17 @@ const MAX_DECODED_PAGES: usize = 8192;
 
 /// The hart's decoded instructions, per RAM page (see `exec_page`). Derived
 /// state: a copy or a restored hart starts empty.
-struct Icache {
+pub(crate) struct Icache {
     /// Identifies this cache to [`Ram`]'s write tracking.
     token: u64,
     /// The RAM object the TLB's host pointers and these pages refer to.
     ram_id: u64,
-    pages: Vec<Option<Box<DecodedPage>>>,
+    pub(crate) pages: Vec<Option<Box<DecodedPage>>>,
     /// Pages allocated (some possibly held by `run_page` outside `pages`).
     count: usize,
+    /// The translator's blocks, per page: dropped whenever the page's
+    /// decodings are.
+    pub(crate) jit: JitCache,
 }
 
 impl Icache {
@@ -204,6 +213,7 @@ impl Icache {
             ram_id: 0,
             pages: Vec::new(),
             count: 0,
+            jit: JitCache::default(),
         }
     }
 
@@ -211,15 +221,17 @@ impl Icache {
         self.pages.clear();
         self.pages.resize_with(pages, || None);
         self.count = 0;
+        self.jit.clear(pages);
     }
 
     /// A new empty page.
-    fn alloc(&mut self) -> Box<DecodedPage> {
+    pub(crate) fn alloc(&mut self) -> Box<DecodedPage> {
         if self.count >= MAX_DECODED_PAGES {
             for p in self.pages.iter_mut() {
                 *p = None;
             }
             self.count = 0;
+            self.jit.drop_all();
         }
         self.count += 1;
         empty_page()
@@ -249,6 +261,7 @@ impl Hart {
             icache: Icache::new(),
             fetch_ctx: 2,
             data_ctx: 2,
+            engine: crate::jit::default_engine(),
             sync: false,
             device: false,
         };
@@ -272,6 +285,18 @@ impl Hart {
         self.tlb = Tlb::new();
         self.icache = Icache::new();
         self.update_ctx();
+    }
+
+    /// Selects the execution engine. Both give identical results; the
+    /// choice is not part of the hart's state (not serialised, not cloned
+    /// into digests).
+    pub fn set_engine(&mut self, engine: Engine) {
+        self.engine = engine;
+    }
+
+    /// The execution engine in use.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Sets the interrupt lines driven by the board: CLINT software and timer
@@ -319,10 +344,19 @@ impl Hart {
             if self.wfi {
                 return Exit::Wfi;
             }
-            while self.icount < limit {
-                self.run_page(ram, bus, limit);
-                if self.sync {
-                    break;
+            if self.engine == Engine::Jit {
+                while self.icount < limit {
+                    self.run_jit(ram, bus, limit);
+                    if self.sync {
+                        break;
+                    }
+                }
+            } else {
+                while self.icount < limit {
+                    self.run_page(ram, bus, limit);
+                    if self.sync {
+                        break;
+                    }
                 }
             }
             if self.sync {
@@ -459,7 +493,7 @@ impl Hart {
     ///
     /// [`step`]: Hart::step
     #[inline(always)]
-    fn run_page<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, limit: u64) {
+    pub(crate) fn run_page<B: Bus>(&mut self, ram: &mut Ram, bus: &mut B, limit: u64) {
         let pc = self.pc;
         if (pc & 0xfff) > 0xffc {
             // A 4-byte instruction may straddle two pages.
@@ -498,6 +532,7 @@ impl Hart {
             self.icache.pages[index] = Some(page);
         } else {
             self.icache.count = self.icache.count.saturating_sub(1);
+            self.icache.jit.drop_page(index);
         }
     }
 
@@ -639,7 +674,7 @@ impl Hart {
     /// page is marked as code, which no store translation may map.
     #[cold]
     #[inline(never)]
-    fn decode_at(&mut self, ram: &mut Ram, index: usize, off: u64) -> Op {
+    pub(crate) fn decode_at(&mut self, ram: &mut Ram, index: usize, off: u64) -> Op {
         if !ram.code.contains(index) {
             ram.code.insert(index);
             let host_page = (ram.host_ptr() as usize).wrapping_add(index << 12);
@@ -663,13 +698,14 @@ impl Hart {
     /// and drops it).
     #[cold]
     #[inline(never)]
-    fn drop_written(&mut self, ram: &mut Ram, current: usize) -> bool {
+    pub(crate) fn drop_written(&mut self, ram: &mut Ram, current: usize) -> bool {
         let mut hit = false;
         for p in ram.code.written.drain(..) {
             let p = p as usize;
             if p == current {
                 hit = true;
             } else if let Some(slot) = self.icache.pages.get_mut(p) {
+                self.icache.jit.drop_page(p);
                 if slot.take().is_some() {
                     self.icache.count = self.icache.count.saturating_sub(1);
                 }

@@ -14,10 +14,12 @@ pub mod csr;
 mod decode;
 pub mod fpu;
 mod hart;
+mod jit;
 mod mmu;
 pub mod rvc;
 pub mod trap;
 
 pub use bus::{Bus, Ram};
 pub use hart::{Exit, Hart, Privilege};
+pub use jit::{default_engine, set_default_engine, Engine, JitStats};
 pub use trap::{Exception, Interrupt};

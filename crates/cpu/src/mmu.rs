@@ -19,7 +19,9 @@ pub(crate) const TLB_ENTRIES: usize = 256;
 pub(crate) const CTX_UNCACHED: usize = 3;
 const EMPTY: u64 = u64::MAX;
 
+/// `repr(C)`: translated code reads `vpn` at offset 0 and `addend` at 8.
 #[derive(Clone, Copy)]
+#[repr(C)]
 pub(crate) struct TlbEntry {
     /// Virtual page number, or EMPTY.
     pub vpn: u64,

@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use ftvm_cpu::Engine;
 use ftvm_machine::{MachineConfig, MmuType};
 
 use crate::console;
@@ -52,6 +53,16 @@ pub struct MachineArgs {
     /// Leave out the virtio-rng device.
     #[arg(long)]
     pub no_rng: bool,
+    /// CPU engine: the interpreter, or the translator (identical results).
+    /// A host setting, not part of the machine: a log recorded with one
+    /// replays with the other.
+    #[arg(
+        long,
+        value_name = "interp|jit",
+        env = "FTVM_CPU",
+        default_value = "jit"
+    )]
+    pub cpu: Engine,
 }
 
 fn read_file(what: &str, path: &Path) -> Result<Vec<u8>> {
@@ -143,6 +154,8 @@ impl MachineArgs {
         &self,
         virtio: Vec<ftvm_machine::DeviceConfig>,
     ) -> Result<(MachineConfig, ImagePaths)> {
+        // Every hart this process builds or restores from here on.
+        ftvm_cpu::set_default_engine(self.cpu);
         let ram_size = console::parse_size(&self.memory)?;
         let paths = self.image_paths()?;
         let kernel = read_file("kernel", &paths.kernel)?;
