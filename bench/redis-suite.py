@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -82,14 +83,22 @@ def run_unit(tree, prefix, unit, timeout):
     t0 = time.monotonic()
     counts = {"ok": 0, "err": 0, "exception": 0, "skip": 0, "ignore": 0}
     failed = []
+    # Its own process group: the suite starts a test client of its own, and
+    # a timeout or Ctrl-C must stop both.
+    p = subprocess.Popen(cmd, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        p = subprocess.run(cmd, cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL, timeout=timeout + 120)
-        out = p.stdout.decode(errors="replace")
+        raw, _ = p.communicate(timeout=timeout + 120)
         timed_out = False
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace")
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        raw, _ = p.communicate()
         timed_out = True
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        raise
+    out = raw.decode(errors="replace")
     for line in out.splitlines():
         m = STATUS.match(ANSI.sub("", line).strip())
         if m:
