@@ -1,8 +1,8 @@
 //! Bare-metal ISA conformance programs (tests/isa) run under `ftvm`.
 //!
 //! `tests/isa/build.sh` assembles every `tests/isa/src/*.S` into an ELF (once
-//! per test process); each program is then booted with
-//! `ftvm run --bios none --kernel X.elf --memory 64M`, exactly like
+//! per test process); each program is then booted on both CPU engines with
+//! `ftvm run --cpu jit|interp --bios none --kernel X.elf --memory 64M`, exactly like
 //! `qemu-system-riscv64 -M virt -bios none -m 64M -kernel X.elf`. A program
 //! reports through the SiFive test device: exit status 0 = pass, otherwise the
 //! number of the first failing check (250 = unexpected exception,
@@ -91,9 +91,9 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> thread::JoinHandle<Vec<u8
     })
 }
 
-fn run_program(elf: &Path) -> Outcome {
+fn run_program(elf: &Path, engine: &str) -> Outcome {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ftvm"))
-        .args(["run", "--bios", "none", "--kernel"])
+        .args(["run", "--cpu", engine, "--bios", "none", "--kernel"])
         .arg(elf)
         .args(["--memory", "64M"])
         .stdin(Stdio::null())
@@ -131,18 +131,28 @@ fn run_program(elf: &Path) -> Outcome {
     }
 }
 
-/// Runs `name` under ftvm and asserts that it exits with `expected`.
+/// The CPU engines every program must pass on: the translator (the
+/// default) and the interpreter (the reference).
+const ENGINES: [&str; 2] = ["jit", "interp"];
+
+/// Runs `name` under ftvm with each engine and asserts that it exits with `expected`.
 fn expect_exit(name: &str, expected: i32) {
+    for engine in ENGINES {
+        expect_exit_on(name, expected, engine);
+    }
+}
+
+fn expect_exit_on(name: &str, expected: i32, engine: &str) {
     let elf = elf_dir().join(format!("{name}.elf"));
     assert!(elf.exists(), "{} was not built", elf.display());
-    let outcome = run_program(&elf);
+    let outcome = run_program(&elf, engine);
     let code = outcome.status.as_ref().and_then(|s| s.code());
     if outcome.timed_out || code != Some(expected) {
         panic!(
-            "ISA program `{name}` failed: {}{}, expected exit status {expected}\n\
+            "ISA program `{name}` failed with --cpu {engine}: {}{}, expected exit status {expected}\n\
              (fail codes: N = first failing check in tests/isa/src/{name}.S, \
              250 = unexpected exception, 251 = unexpected interrupt)\n\
-             reproduce: {} run --bios none --kernel {} --memory 64M\n\
+             reproduce: {} run --cpu {engine} --bios none --kernel {} --memory 64M\n\
              reference: tests/isa/run-qemu.sh /tmp/isa-qemu {name}\n\
              --- console ---\n{}",
             if outcome.timed_out {
