@@ -186,7 +186,7 @@ impl<'a> Replayer<'a> {
         let tail = match &e {
             LogError::Truncated { inside, .. } => match inside {
                 ftvm_log::Part::NextFrame => "no end-of-log marker".to_string(),
-                part => format!("{part} of the next frame is incomplete"),
+                part => format!("the next frame is incomplete: {part}"),
             },
             _ if self.reader.rest_is_unwritten() => {
                 "the rest was never written: zero bytes".to_string()
