@@ -111,23 +111,28 @@ def dd_rates(vm):
     return w, r
 
 
+def vm_command(kind, g, prefix, disk, append, sub=("run",)):
+    """The command line of the lab's VM in host namespace PREFIX-h1: `ftvm
+    SUB...` or QEMU's virt board, same image, data disk, TAP and RNG."""
+    ns = ["ip", "netns", "exec", prefix + "-h1"]
+    if kind == "ftvm":
+        return ns + [FTVM] + list(sub) + ["--bios", g + "/fw_jump.bin", "--kernel", g + "/Image", "--initrd",
+                                          g + "/initrd.cpio.gz", "--drive", "file=" + disk, "--net", "tap:tap0",
+                                          "--append", append]
+    return ns + ["qemu-system-riscv64", "-M", "virt", "-m", "256M", "-nographic", "-monitor", "none",
+                 "-bios", g + "/fw_jump.bin", "-kernel", g + "/Image", "-initrd", g + "/initrd.cpio.gz",
+                 "-append", append,
+                 "-drive", "file=%s,format=raw,if=none,id=d0" % disk, "-device", "virtio-blk-device,drive=d0",
+                 "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+                 "-device", "virtio-net-device,netdev=n0,mac=52:54:00:12:34:56",
+                 "-object", "rng-random,id=r0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=r0"]
+
+
 def measure(kind, g, prefix, n, record_log):
     disk = tempfile.mktemp(prefix="ftvm-bench-", suffix=".img")
     sh(["truncate", "-s", "256M", disk])
-    ns = ["ip", "netns", "exec", prefix + "-h1"]
-    if kind == "ftvm":
-        sub = ["record", "--log", record_log] if record_log else ["run"]
-        cmd = ns + [FTVM] + sub + ["--bios", g + "/fw_jump.bin", "--kernel", g + "/Image", "--initrd",
-                                   g + "/initrd.cpio.gz", "--drive", "file=" + disk, "--net", "tap:tap0",
-                                   "--append", APPEND]
-    else:
-        cmd = ns + ["qemu-system-riscv64", "-M", "virt", "-m", "256M", "-nographic", "-monitor", "none",
-                    "-bios", g + "/fw_jump.bin", "-kernel", g + "/Image", "-initrd", g + "/initrd.cpio.gz",
-                    "-append", APPEND,
-                    "-drive", "file=%s,format=raw,if=none,id=d0" % disk, "-device", "virtio-blk-device,drive=d0",
-                    "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-                    "-device", "virtio-net-device,netdev=n0,mac=52:54:00:12:34:56",
-                    "-object", "rng-random,id=r0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=r0"]
+    sub = ["record", "--log", record_log] if record_log else ["run"]
+    cmd = vm_command(kind, g, prefix, disk, APPEND, sub)
     t0 = time.monotonic()
     vm = Console(cmd)
     try:

@@ -37,7 +37,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from net import APPEND, FTVM, GUEST_IP, NETNS, ROOT, Console, guest_dir, sh  # noqa: E402
+from net import APPEND, GUEST_IP, NETNS, ROOT, Console, guest_dir, sh, vm_command  # noqa: E402
 
 REDIS_VERSION = "7.0.15"
 SRC_CACHE = os.path.join(os.environ.get("FTVM_CACHE_DIR", os.path.expanduser("~/.cache/ftvm")), "redis-src")
@@ -113,19 +113,7 @@ def run_unit(tree, prefix, unit, timeout):
 
 
 def boot(kind, g, prefix, disk):
-    ns = ["ip", "netns", "exec", prefix + "-h1"]
-    if kind == "ftvm":
-        cmd = ns + [FTVM, "run", "--bios", g + "/fw_jump.bin", "--kernel", g + "/Image", "--initrd",
-                    g + "/initrd.cpio.gz", "--drive", "file=" + disk, "--net", "tap:tap0",
-                    "--append", SUITE_APPEND]
-    else:
-        cmd = ns + ["qemu-system-riscv64", "-M", "virt", "-m", "256M", "-nographic", "-monitor", "none",
-                    "-bios", g + "/fw_jump.bin", "-kernel", g + "/Image", "-initrd", g + "/initrd.cpio.gz",
-                    "-append", SUITE_APPEND,
-                    "-drive", "file=%s,format=raw,if=none,id=d0" % disk, "-device", "virtio-blk-device,drive=d0",
-                    "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-                    "-device", "virtio-net-device,netdev=n0,mac=52:54:00:12:34:56",
-                    "-object", "rng-random,id=r0,filename=/dev/urandom", "-device", "virtio-rng-device,rng=r0"]
+    cmd = vm_command(kind, g, prefix, disk, SUITE_APPEND)
     vm = Console(cmd)
     vm.expect("ftvm-guest: redis ready", 300)
     vm.expect("ftvm-guest: ready", 120)
