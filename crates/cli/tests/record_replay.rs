@@ -52,6 +52,15 @@ fn recording() -> &'static (PathBuf, PathBuf) {
     })
 }
 
+/// The number in "N digests verified" of a replay's stderr.
+fn digests_verified(err: &str) -> u64 {
+    err.split(" digests verified")
+        .next()
+        .and_then(|x| x.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("digest count")
+}
+
 fn replay(args: &[String]) -> (i32, String) {
     let out = ftvm_output(args, Duration::from_secs(300));
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -72,12 +81,7 @@ fn replay_matches_the_recording_and_its_console() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("replay matched the recording"), "{err}");
-    let digests: u64 = err
-        .split(" digests verified")
-        .next()
-        .and_then(|x| x.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .expect("digest count");
+    let digests = digests_verified(&err);
     assert!(digests >= 5, "only {digests} digests checked: {err}");
     // The replayed console is the recorded one, byte for byte.
     let replayed = std::fs::read_to_string(&console).expect("replayed console");
@@ -431,12 +435,7 @@ fn a_log_recorded_with_one_engine_replays_with_the_other() {
         ]);
         assert_eq!(code, 0, "recorded with {rec}, replayed with {rep}: {err}");
         assert!(err.contains("end: PowerOff"), "{err}");
-        let digests: u64 = err
-            .split(" digests verified")
-            .next()
-            .and_then(|x| x.rsplit(' ').next())
-            .and_then(|n| n.parse().ok())
-            .expect("digest count");
+        let digests = digests_verified(&err);
         assert!(digests >= 10, "only {digests} digests checked: {err}");
         let replayed = std::fs::read_to_string(&replayed_console).expect("replayed console");
         assert_eq!(replayed, recorded, "console differs ({rec} -> {rep})");
