@@ -194,11 +194,8 @@ impl Driver {
                 r.checkpoint(&mut self.machine)
                     .context("cannot write the log")?;
                 limit = limit.min(r.next_digest_at());
-                if self.last_flush.elapsed() >= FLUSH_EVERY {
-                    r.flush().context("cannot write the log")?;
-                    self.last_flush = Instant::now();
-                }
             }
+            self.flush_log_if_due(Duration::ZERO)?;
             if let Some(max) = self.max_steps {
                 if self.machine.icount() >= max {
                     return Ok(Ended {
@@ -226,12 +223,7 @@ impl Driver {
                         }
                         None => MAX_IDLE_WAIT,
                     };
-                    if let Some(r) = self.recorder.as_mut() {
-                        if self.last_flush.elapsed() + wait >= FLUSH_EVERY {
-                            r.flush().context("cannot write the log")?;
-                            self.last_flush = Instant::now();
-                        }
-                    }
+                    self.flush_log_if_due(wait)?;
                     self.ready.clear();
                     self.reactor
                         .poll(wait, &mut self.ready)
@@ -263,6 +255,19 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Writes the recording's buffered frames to its file if `FLUSH_EVERY`
+    /// will have passed since the last write within `ahead` (the idle sleep
+    /// about to start, or zero while the guest runs).
+    fn flush_log_if_due(&mut self, ahead: Duration) -> Result<()> {
+        if let Some(r) = self.recorder.as_mut() {
+            if self.last_flush.elapsed() + ahead >= FLUSH_EVERY {
+                r.flush().context("cannot write the log")?;
+                self.last_flush = Instant::now();
+            }
+        }
+        Ok(())
     }
 
     /// An event that woke the idle driver: apply it after the time input of
