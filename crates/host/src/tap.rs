@@ -25,7 +25,9 @@
 //! is ended by [`TapStopper::stop`] (or [`TapDevice::stop`]): the stop is
 //! sticky and shared by all clones, after which `recv` fails with
 //! `ErrorKind::ConnectionAborted` and [`TapDevice::recv_timeout`] returns
-//! [`Recv::Stopped`].
+//! [`Recv::Stopped`]. An event loop instead registers the (non-blocking)
+//! descriptor with epoll and calls [`TapDevice::try_recv`] when it is
+//! readable, with no thread at all.
 
 use crate::HostError;
 use std::fs::OpenOptions;
@@ -295,6 +297,33 @@ impl TapDevice {
                 io::ErrorKind::WouldBlock => {
                     poll_fds(&mut [pollfd(self.fd.as_fd(), libc::POLLOUT)], None)?;
                 }
+                _ => return Err(e),
+            }
+        }
+    }
+
+    /// Reads one frame if one is queued, without waiting: `Ok(None)` when
+    /// none is. This is what an event loop calls once epoll reported the
+    /// descriptor ([`AsRawFd`]) readable; since epoll reports edges, the
+    /// caller reads until `None`. The stop signal is not consulted.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        loop {
+            // SAFETY: reads at most `buf.len()` bytes into a valid, writable
+            // slice from an open, non-blocking descriptor.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast::<libc::c_void>(),
+                    buf.len(),
+                )
+            };
+            if n >= 0 {
+                return Ok(Some(n as usize));
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => return Ok(None),
+                io::ErrorKind::Interrupted => continue,
                 _ => return Err(e),
             }
         }

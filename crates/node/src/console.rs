@@ -1,16 +1,16 @@
 //! The host side of the guest console: the terminal in raw mode (restored on
-//! exit, even on error), a reader thread that forwards input bytes to the
-//! driver, the `Ctrl-A x` escape to quit, and where guest output goes.
+//! exit, even on error), stdin read by the driver's event loop
+//! ([`Reactor::read_stdin`]), the `Ctrl-A x` escape to quit, and where guest
+//! output goes.
 
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::thread;
 
 use anyhow::{bail, Context, Result};
 
-use crate::events::{EventSender, HostEvent};
+use crate::reactor::Reactor;
 
 /// Where console output goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,8 +80,9 @@ pub enum Filtered {
 }
 
 impl Console {
-    /// Opens the console; if `input` is given, a thread forwards stdin to it.
-    pub fn open(target: &ConsoleTarget, input: Option<EventSender>) -> Result<Console> {
+    /// Opens the console; if `input` is given, stdin is read on that loop
+    /// and its bytes arrive there as `Console` events.
+    pub fn open(target: &ConsoleTarget, input: Option<&mut Reactor>) -> Result<Console> {
         let read_stdin = input.is_some();
         let out: Option<Box<dyn Write>> = match target {
             ConsoleTarget::Stdio => Some(Box::new(io::stdout())),
@@ -100,24 +101,8 @@ impl Console {
         } else {
             None
         };
-        if let Some(tx) = input {
-            thread::Builder::new()
-                .name("console-in".into())
-                .spawn(move || {
-                    let mut buf = [0u8; 256];
-                    let mut stdin = io::stdin();
-                    loop {
-                        match stdin.read(&mut buf) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                if tx.send(HostEvent::Console(buf[..n].to_vec())).is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                })
-                .context("cannot start the console input thread")?;
+        if let Some(reactor) = input {
+            reactor.read_stdin()?;
         }
         if interactive {
             eprint!("ftvm: console attached; press Ctrl-A x to quit\r\n");

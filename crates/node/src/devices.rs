@@ -1,24 +1,27 @@
 //! virtio devices on the command line (`--drive`, `--net`, `--no-rng`) and
 //! the host backends that serve them: disks (a raw image file, or an export
 //! of an NBD server such as `ftvm storage` or `qemu-nbd`, both behind the
-//! [`DiskBackend`] trait), TAP devices (each with a reader thread feeding
-//! the driver) and the host entropy source. Slots are assigned in a fixed
+//! [`DiskBackend`] trait, served by a worker thread since their calls
+//! block), TAP devices (read by the driver's event loop, no thread) and the
+//! host entropy source. Slots are assigned in a fixed
 //! order: drives, then network cards, then the RNG, so the first drive is
 //! always `/dev/vda`.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::thread;
 
 use anyhow::{bail, Context, Result};
-use ftvm_host::{DiskImage, HostError, TapDevice, TapStopper};
+use ftvm_host::{DiskImage, HostError, TapDevice};
 use ftvm_machine::{BlkOp, DeviceConfig, Input, Slot};
 use ftvm_storage::{NbdClient, NbdClientOptions, NbdError};
 
 use crate::events::{EventSender, HostEvent};
+use crate::reactor::{FrameSource, Reactor};
 
 /// The NBD port when `nbd://HOST/EXPORT` names none (the IANA-assigned one).
 pub const NBD_DEFAULT_PORT: u16 = 10809;
@@ -286,15 +289,15 @@ impl std::str::FromStr for NetSpec {
     }
 }
 
-/// What serves a virtio-net card: frames out, and a reader feeding frames
-/// in. TAP devices are the one backend today; a userspace network stack
-/// would be another.
+/// What serves a virtio-net card: frames out, and a source of received
+/// frames that the driver's event loop reads ([`crate::reactor`]). TAP
+/// devices are the one backend today; a userspace network stack would be
+/// another.
 pub trait NetBackend: Send {
     /// Sends one Ethernet frame (dropped, as a NIC would, on failure).
     fn transmit(&self, frame: &[u8]);
-    /// Starts a thread that forwards received frames for `slot` to `tx`;
-    /// returns a handle that stops it.
-    fn start_reader(&self, slot: Slot, tx: EventSender) -> Result<TapStopper>;
+    /// A handle the event loop reads received frames from.
+    fn source(&self) -> Result<Box<dyn FrameSource>>;
 }
 
 impl NetBackend for TapDevice {
@@ -304,32 +307,20 @@ impl NetBackend for TapDevice {
         }
     }
 
-    fn start_reader(&self, slot: Slot, tx: EventSender) -> Result<TapStopper> {
-        let reader = self.try_clone().context("cannot clone the TAP handle")?;
-        let stopper = reader.stopper();
-        thread::Builder::new()
-            .name(format!("tap-{slot}"))
-            .spawn(move || {
-                let mut buf = vec![0u8; ftvm_host::tap::MAX_FRAME];
-                loop {
-                    match reader.recv(&mut buf) {
-                        Ok(n) => {
-                            if tx.send(HostEvent::Frame(slot, buf[..n].to_vec())).is_err() {
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            if !reader.stopper().is_stopped() {
-                                tracing::warn!("TAP reader for slot {slot} stopped: {e}");
-                            }
-                            break;
-                        }
-                    }
-                }
-            })
-            .context("cannot start a TAP reader thread")?;
-        Ok(stopper)
+    fn source(&self) -> Result<Box<dyn FrameSource>> {
+        Ok(Box::new(
+            self.try_clone().context("cannot clone the TAP handle")?,
+        ))
+    }
+}
+
+/// The TAP's descriptor is non-blocking (see `ftvm_host::tap`).
+impl FrameSource for TapDevice {
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+    fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<Option<usize>> {
+        TapDevice::try_recv(self, buf)
     }
 }
 
@@ -348,17 +339,8 @@ pub fn open_tap(name: &str) -> Result<TapDevice> {
 pub struct Backends {
     pub disks: BTreeMap<Slot, Box<dyn DiskBackend>>,
     pub nets: BTreeMap<Slot, Box<dyn NetBackend>>,
-    stoppers: Vec<TapStopper>,
     /// Block requests for the disk worker thread, once started.
     disk_queue: Option<Sender<(Slot, u64, BlkOp)>>,
-}
-
-impl Drop for Backends {
-    fn drop(&mut self) {
-        for s in &self.stoppers {
-            s.stop();
-        }
-    }
 }
 
 /// Opens every backend, so that a bad image or a busy TAP is reported
@@ -372,7 +354,6 @@ pub fn open(
     let mut b = Backends {
         disks: BTreeMap::new(),
         nets: BTreeMap::new(),
-        stoppers: Vec::new(),
         disk_queue: None,
     };
     for d in drives {
@@ -451,10 +432,11 @@ pub fn probe(drives: &[DriveSpec], nets: &[NetSpec], rng: bool) -> Result<Vec<De
 }
 
 impl Backends {
-    /// Starts a reader per network backend, forwarding frames to `tx`.
-    pub fn start_readers(&mut self, tx: &EventSender) -> Result<()> {
+    /// Registers every network backend's received frames with `reactor`,
+    /// which reads them on the driver's thread.
+    pub fn register_nets(&self, reactor: &mut Reactor) -> Result<()> {
         for (&slot, net) in &self.nets {
-            self.stoppers.push(net.start_reader(slot, tx.clone())?);
+            reactor.add_frames(slot, net.source()?)?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! The real-time driver: runs a machine against the host clock, the
 //! terminal, TAP devices, disk images and the host entropy source, through
-//! one readiness loop ([`crate::reactor`]) that the host threads wake. It is
+//! one readiness loop ([`crate::reactor`]) that reads the TAP devices and
+//! stdin itself and that the disk worker wakes with completions. It is
 //! the only place where `ftvm run` and `ftvm record` touch the outside world.
 //!
 //! Each turn of the loop: read the host clock and apply it as a time input,
@@ -72,8 +73,8 @@ pub struct Driver {
     pub machine: Machine,
     backends: Backends,
     console: Console,
-    /// The readiness loop the host threads (TAP readers, disk worker,
-    /// console) wake with their events.
+    /// The readiness loop: TAP devices and stdin are read on it, the disk
+    /// worker wakes it with its completions.
     reactor: Reactor,
     ready: Vec<mio::Token>,
     recorder: Option<Recorder<BufWriter<File>>>,
@@ -95,11 +96,11 @@ impl Driver {
         opts: Options,
         recorder: Option<Recorder<BufWriter<File>>>,
     ) -> Result<Driver> {
-        let reactor = Reactor::new()?;
+        let mut reactor = Reactor::new()?;
         let tx = reactor.sender();
-        backends.start_readers(&tx)?;
+        backends.register_nets(&mut reactor)?;
         backends.start_disk_worker(&tx)?;
-        let console = Console::open(&opts.console, opts.read_input.then(|| tx.clone()))?;
+        let console = Console::open(&opts.console, opts.read_input.then_some(&mut reactor))?;
         Ok(Driver {
             machine,
             backends,

@@ -676,7 +676,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
     let tx = reactor.sender();
     let board = Board::default();
     if let Some(addr) = args.ft.status {
-        let a = board.serve(addr)?;
+        let a = board.serve(addr, &mut reactor)?;
         eprintln!("ftvm: backup: status on {a}");
     }
     install_signal_handlers();
@@ -778,7 +778,7 @@ fn go_live(d: BackupDriver) -> Result<u8> {
         .follower
         .ok_or_else(|| anyhow!("won the arbiter without ever receiving the primary's machine"))?;
     eprintln!(
-        "ftvm: backup: won the arbiter; going live at step {} (attaching the network and disk)",
+        "ftvm: backup: won the arbiter; going live at step {} (opening the disks, reading the network)",
         f.machine.icount()
     );
     // Our own disk copies (non-shared disks) are reopened as the live ones.

@@ -40,7 +40,7 @@ use crate::devices::{self, Backends};
 use crate::driver::{install_signal_handlers, STOP_REQUESTED};
 use crate::events::{EventSender, FtEvent, HostEvent};
 use crate::machine_args::MachineArgs;
-use crate::reactor::{Reactor, JOIN_LISTENER, WAKER};
+use crate::reactor::{Reactor, HOST_EVENTS, JOIN_LISTENER};
 
 /// Longest the loop sleeps while the guest idles.
 const MAX_IDLE_WAIT: Duration = Duration::from_millis(20);
@@ -230,12 +230,12 @@ pub struct LiveSetup {
 
 impl Live {
     fn build(s: LiveSetup) -> Result<Live> {
-        let reactor = s.reactor;
+        let mut reactor = s.reactor;
         let tx = reactor.sender();
         let mut backends = s.backends;
-        backends.start_readers(&tx)?;
+        backends.register_nets(&mut reactor)?;
         backends.start_disk_worker(&tx)?;
-        let console = Console::open(&s.console, s.read_input.then(|| tx.clone()))?;
+        let console = Console::open(&s.console, s.read_input.then_some(&mut reactor))?;
         let join_listener = match s.settings.ft.join_listen {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
@@ -914,7 +914,7 @@ impl Live {
             .context("the event loop failed")?;
         for i in 0..self.ready.len() {
             let t = self.ready[i];
-            if t == WAKER {
+            if t == HOST_EVENTS {
                 self.woken = true;
             } else if t == JOIN_LISTENER {
                 if let Some(l) = self.join_listener.as_mut() {
@@ -1188,13 +1188,13 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
     let clock = Clock::new(0);
     let core = Primary::new(config, clock.ms()).context("bad FT configuration")?;
     let machine = Machine::new(&cfg).context("cannot build the machine")?;
+    let mut reactor = Reactor::new()?;
     let board = Board::default();
     if let Some(addr) = args.ft.status {
-        let a = board.serve(addr)?;
+        let a = board.serve(addr, &mut reactor)?;
         eprintln!("ftvm: primary: status on {a}");
     }
     install_signal_handlers();
-    let reactor = Reactor::new()?;
     let tx = reactor.sender();
     let link = Link::new(tx, reactor.registry(), "primary")?;
     let report = Report {

@@ -3,16 +3,17 @@
 //! bandwidth over the last second, whether outputs flow) a few times a
 //! second — with the output hold times per hop and the last failover's
 //! timeline — and `--status ADDR` serves the latest one as a line of JSON to
-//! every TCP connection; [`fetch`] reads one (`ftvm status ADDR` prints it).
+//! every TCP connection, answered on the driver's event loop; [`fetch`] reads one (`ftvm status ADDR` prints it).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::reactor::Reactor;
 
 /// What `ftvm status` shows.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -175,7 +176,7 @@ impl Timeline {
     }
 }
 
-/// The latest report, shared with the endpoint thread.
+/// The latest report, shared with the event loop that serves it.
 #[derive(Clone, Default)]
 pub struct Board {
     latest: Arc<Mutex<String>>,
@@ -200,25 +201,10 @@ impl Board {
         }
     }
 
-    /// Serves the latest report to every connection on `addr`.
-    pub fn serve(&self, addr: SocketAddr) -> Result<SocketAddr> {
-        let listener = TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen for status requests on {addr}"))?;
-        let local = listener.local_addr()?;
-        let latest = self.latest.clone();
-        thread::Builder::new()
-            .name("status".into())
-            .spawn(move || {
-                for s in listener.incoming() {
-                    let Ok(mut s) = s else { continue };
-                    let body = latest.lock().map(|l| l.clone()).unwrap_or_default();
-                    let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
-                    let _ = s.write_all(body.as_bytes());
-                    let _ = s.write_all(b"\n");
-                }
-            })
-            .context("cannot start the status thread")?;
-        Ok(local)
+    /// Serves the latest report to every connection on `addr`, from the
+    /// driver's event loop.
+    pub fn serve(&self, addr: SocketAddr, reactor: &mut Reactor) -> Result<SocketAddr> {
+        reactor.serve_status(addr, self.latest.clone())
     }
 }
 
