@@ -13,13 +13,12 @@
 
 use std::collections::VecDeque;
 
-use crate::arbiter::{ArbiterClient, ArbiterStep};
 use crate::config::Config;
-use crate::detector::FailureDetector;
 use crate::error::FtError;
+use crate::peer::{Arbitration, Conn, Peer, Watch};
 use crate::status::{Phase, Status};
 use crate::wire::{decode_entries, Frame, GoodbyeReason, Hello, Message};
-use crate::{ArbiterResult, Generation, HaltReason, Role, Seq, PROTOCOL_VERSION};
+use crate::{ArbiterResult, Generation, HaltReason, Role, Seq};
 
 /// One received log entry, numbered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,24 +51,14 @@ pub enum BackupAction {
     Halt { reason: HaltReason },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Conn {
-    None,
-    Handshake,
-    Ready,
-}
-
 /// The backup's sans-I/O core.
 #[derive(Debug)]
 pub struct Backup {
     cfg: Config,
     now: u64,
     phase: Phase,
-    conn: Conn,
-    /// When a handshake in progress is given up.
-    handshake_deadline: u64,
-    detector: FailureDetector,
-    arbiter: ArbiterClient,
+    /// The connection, its handshake, failure detection, the arbiter.
+    peer: Peer,
     received: Seq,
     received_icount: u64,
     /// The primary's icount from its last heartbeat: no entry below it is
@@ -97,18 +86,10 @@ impl Backup {
     pub fn new(cfg: Config, now_ms: u64) -> Result<Self, FtError> {
         cfg.validate()?;
         Ok(Backup {
-            detector: FailureDetector::new(now_ms, cfg.startup_timeout_ms, cfg.failure_timeout_ms),
-            arbiter: ArbiterClient::new(
-                cfg.generation,
-                Role::Backup,
-                cfg.arbiter_retry_ms,
-                cfg.arbiter_deadline_ms,
-            ),
+            peer: Peer::new(&cfg, Role::Backup, now_ms),
             cfg,
             now: now_ms,
             phase: Phase::Following,
-            conn: Conn::None,
-            handshake_deadline: 0,
             received: 0,
             received_icount: 0,
             primary_icount: 0,
@@ -224,12 +205,8 @@ impl Backup {
             });
         }
         self.phase = Phase::Arbitrating;
-        if let ArbiterStep::Request(r) = self.arbiter.start(self.now) {
-            self.actions.push_back(BackupAction::TestAndSet {
-                generation: r.generation,
-                claimant: r.claimant,
-            });
-        }
+        let step = self.peer.arbitrate(self.now);
+        self.arbitration(step);
         Ok(())
     }
 
@@ -245,17 +222,10 @@ impl Backup {
             });
         }
         self.drop_queued_sends();
-        self.conn = Conn::Handshake;
-        self.handshake_deadline = self.now.saturating_add(self.cfg.handshake_timeout_ms);
         self.ack_due = false;
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            vm: self.cfg.vm.clone(),
-            role: Role::Backup,
-            machine_hash: self.cfg.machine_hash,
-            seq: self.received,
-            log_header: Vec::new(),
-        };
+        let hello = self
+            .peer
+            .connected(&self.cfg, self.now, self.received, Vec::new());
         self.send(Message::Hello(hello));
         Ok(())
     }
@@ -264,7 +234,7 @@ impl Backup {
     pub fn on_disconnect(&mut self, now_ms: u64) {
         self.advance(now_ms);
         self.drop_queued_sends();
-        self.conn = Conn::None;
+        self.peer.conn = Conn::None;
         self.ack_due = false;
     }
 
@@ -275,18 +245,10 @@ impl Backup {
         if self.phase != Phase::Following {
             return Ok(());
         }
-        if self.conn == Conn::None {
-            return Err(FtError::NotConnected);
-        }
-        if frame.generation != self.cfg.generation {
-            return Err(FtError::WrongGeneration {
-                ours: self.cfg.generation,
-                theirs: frame.generation,
-            });
-        }
+        self.peer.check_frame(&self.cfg, &frame)?;
         self.bytes_received += frame.encoded_len() as u64;
         let got = frame.message.message_type();
-        match (self.conn, frame.message) {
+        match (self.peer.conn, frame.message) {
             (Conn::Handshake, Message::Hello(h)) => self.on_hello(h)?,
             (Conn::Handshake, _) => return Err(FtError::ExpectedHello { got }),
             (_, Message::Log { first_seq, entries }) => self.on_log(first_seq, &entries)?,
@@ -294,12 +256,12 @@ impl Backup {
                 self.primary_icount = self.primary_icount.max(icount);
             }
             (_, Message::Goodbye { reason, .. }) => {
-                self.detector.heard(self.now);
+                self.peer.detector.heard(self.now);
                 match reason {
                     GoodbyeReason::PowerOff => self.halt(HaltReason::PeerPoweredOff),
                     GoodbyeReason::Leaving => self.declare_failure(),
                     GoodbyeReason::Error => {
-                        self.conn = Conn::None;
+                        self.peer.conn = Conn::None;
                         self.ack_due = false;
                         self.actions.push_back(BackupAction::Disconnect);
                     }
@@ -321,7 +283,7 @@ impl Backup {
                 })
             }
         }
-        self.detector.heard(self.now);
+        self.peer.detector.heard(self.now);
         Ok(())
     }
 
@@ -331,17 +293,16 @@ impl Backup {
         self.advance(now_ms);
         match self.phase {
             Phase::Following => {
-                if self.detector.expired(self.now) {
-                    self.declare_failure();
-                    return;
+                match self.peer.watch(self.now) {
+                    Watch::PeerDead => return self.declare_failure(),
+                    Watch::HandshakeTimedOut => {
+                        self.drop_queued_sends();
+                        self.actions.push_back(BackupAction::Disconnect);
+                        return;
+                    }
+                    Watch::Quiet => {}
                 }
-                if self.conn == Conn::Handshake && self.now >= self.handshake_deadline {
-                    self.conn = Conn::None;
-                    self.drop_queued_sends();
-                    self.actions.push_back(BackupAction::Disconnect);
-                    return;
-                }
-                if self.conn != Conn::Ready {
+                if self.peer.conn != Conn::Ready {
                     return;
                 }
                 let idle = self.now.saturating_sub(self.last_sent_ms);
@@ -356,14 +317,10 @@ impl Backup {
                     });
                 }
             }
-            Phase::Arbitrating => match self.arbiter.on_tick(self.now) {
-                ArbiterStep::Request(r) => self.actions.push_back(BackupAction::TestAndSet {
-                    generation: r.generation,
-                    claimant: r.claimant,
-                }),
-                ArbiterStep::GaveUp => self.halt(HaltReason::ArbiterUnreachable),
-                _ => {}
-            },
+            Phase::Arbitrating => {
+                let step = self.peer.arbiter_tick(self.now);
+                self.arbitration(step);
+            }
             _ => {}
         }
     }
@@ -374,15 +331,8 @@ impl Backup {
         if self.phase != Phase::Arbitrating {
             return Err(FtError::NoArbiterRequest);
         }
-        match self.arbiter.on_result(self.now, result)? {
-            ArbiterStep::Won => {
-                self.phase = Phase::Live;
-                self.actions.push_back(BackupAction::GoLive);
-            }
-            ArbiterStep::Lost => self.halt(HaltReason::LostArbiter),
-            ArbiterStep::GaveUp => self.halt(HaltReason::ArbiterUnreachable),
-            ArbiterStep::Wait | ArbiterStep::Request(_) => {}
-        }
+        let step = self.peer.arbiter_result(self.now, result)?;
+        self.arbitration(step);
         Ok(())
     }
 
@@ -395,7 +345,7 @@ impl Backup {
                 phase: self.phase.as_str(),
             });
         }
-        if self.phase == Phase::Following && self.conn == Conn::Ready {
+        if self.phase == Phase::Following && self.peer.conn == Conn::Ready {
             self.send(Message::Goodbye {
                 reason: GoodbyeReason::Leaving,
                 detail: String::new(),
@@ -413,7 +363,7 @@ impl Backup {
             role: Role::Backup,
             phase: self.phase,
             generation: self.cfg.generation,
-            connected: self.conn == Conn::Ready,
+            connected: self.peer.conn == Conn::Ready,
             log_seq: self.received,
             acked_seq: self.ack_sent,
             executed_seq: self.executed,
@@ -427,8 +377,8 @@ impl Backup {
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
             throttled_ms: 0,
-            last_heard_ms: self.detector.last_heard_ms(),
-            arbiter_attempts: self.arbiter.attempts(),
+            last_heard_ms: self.peer.detector.last_heard_ms(),
+            arbiter_attempts: self.peer.arbiter_attempts(),
         }
     }
 
@@ -450,16 +400,13 @@ impl Backup {
     pub fn next_timeout_ms(&self) -> Option<u64> {
         match self.phase {
             Phase::Following => {
-                let mut t = self.detector.deadline_ms();
-                if self.conn == Conn::Handshake {
-                    t = t.min(self.handshake_deadline);
-                }
-                if self.conn == Conn::Ready {
+                let mut t = self.peer.watch_deadline_ms();
+                if self.peer.conn == Conn::Ready {
                     t = t.min(self.last_sent_ms + self.cfg.progress_report_ms);
                 }
                 Some(t)
             }
-            Phase::Arbitrating => self.arbiter.next_timeout_ms(),
+            Phase::Arbitrating => self.peer.arbiter_timeout_ms(),
             _ => None,
         }
     }
@@ -488,7 +435,7 @@ impl Backup {
 
     fn send_ack(&mut self) {
         self.ack_due = false;
-        if self.phase != Phase::Following || self.conn != Conn::Ready {
+        if self.phase != Phase::Following || self.peer.conn != Conn::Ready {
             return;
         }
         self.ack_sent = self.received;
@@ -500,27 +447,7 @@ impl Backup {
     }
 
     fn on_hello(&mut self, h: Hello) -> Result<(), FtError> {
-        if h.version != PROTOCOL_VERSION {
-            return Err(FtError::VersionMismatch {
-                ours: PROTOCOL_VERSION,
-                theirs: h.version,
-            });
-        }
-        if h.role != Role::Primary {
-            return Err(FtError::WrongRole {
-                ours: Role::Backup,
-                theirs: h.role,
-            });
-        }
-        if h.vm != self.cfg.vm {
-            return Err(FtError::WrongVm {
-                ours: self.cfg.vm.clone(),
-                theirs: h.vm,
-            });
-        }
-        if h.machine_hash != self.cfg.machine_hash {
-            return Err(FtError::MachineMismatch);
-        }
+        self.peer.check_hello(&self.cfg, &h)?;
         if h.seq < self.received {
             return Err(FtError::PeerBehind {
                 ours: self.received,
@@ -534,7 +461,7 @@ impl Backup {
         } else if !h.log_header.is_empty() {
             self.log_header = Some(h.log_header);
         }
-        self.conn = Conn::Ready;
+        self.peer.conn = Conn::Ready;
         Ok(())
     }
 
@@ -582,11 +509,26 @@ impl Backup {
     fn declare_failure(&mut self) {
         self.phase = Phase::Draining;
         self.ack_due = false;
-        if self.conn != Conn::None {
-            self.conn = Conn::None;
+        if self.peer.disconnect() {
             self.actions.push_back(BackupAction::Disconnect);
         }
         self.actions.push_back(BackupAction::DrainLog);
+    }
+
+    /// Carries out an arbitration step: a request to send, or the verdict.
+    fn arbitration(&mut self, step: Arbitration) {
+        match step {
+            Arbitration::Request(r) => self.actions.push_back(BackupAction::TestAndSet {
+                generation: r.generation,
+                claimant: r.claimant,
+            }),
+            Arbitration::Won => {
+                self.phase = Phase::Live;
+                self.actions.push_back(BackupAction::GoLive);
+            }
+            Arbitration::Halt(reason) => self.halt(reason),
+            Arbitration::Wait => {}
+        }
     }
 
     fn halt(&mut self, reason: HaltReason) {
@@ -594,8 +536,7 @@ impl Backup {
         self.ack_due = false;
         self.entries.clear();
         self.buffered_bytes = 0;
-        if self.conn != Conn::None {
-            self.conn = Conn::None;
+        if self.peer.disconnect() {
             self.actions.push_back(BackupAction::Disconnect);
         }
         self.actions.push_back(BackupAction::Halt { reason });

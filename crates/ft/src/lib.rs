@@ -19,6 +19,7 @@ mod config;
 mod detector;
 mod error;
 mod lag;
+mod peer;
 mod primary;
 mod status;
 pub mod wire;

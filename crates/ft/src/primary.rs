@@ -15,14 +15,13 @@ use std::collections::VecDeque;
 
 use ftvm_log::{is_caller_kind, FrameEncoder, LogError, MAX_FRAME_BODY};
 
-use crate::arbiter::{ArbiterClient, ArbiterStep};
 use crate::config::Config;
-use crate::detector::FailureDetector;
 use crate::error::FtError;
 use crate::lag::LagMeter;
+use crate::peer::{Arbitration, Conn, Peer, Watch};
 use crate::status::{Phase, Status};
 use crate::wire::{Frame, GoodbyeReason, Hello, Message};
-use crate::{ArbiterResult, Generation, HaltReason, OutputId, Role, Seq, PROTOCOL_VERSION};
+use crate::{ArbiterResult, Generation, HaltReason, OutputId, Role, Seq};
 
 /// Longest encoding of an icount delta plus the kind byte.
 const ENTRY_OVERHEAD: u64 = 11;
@@ -52,14 +51,6 @@ pub enum PrimaryAction {
     Halt { reason: HaltReason },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Conn {
-    None,
-    /// Connected, our Hello sent, waiting for the backup's.
-    Handshake,
-    Ready,
-}
-
 #[derive(Debug, Clone)]
 struct Stored {
     seq: Seq,
@@ -74,11 +65,8 @@ pub struct Primary {
     cfg: Config,
     now: u64,
     phase: Phase,
-    conn: Conn,
-    /// When a handshake in progress is given up.
-    handshake_deadline: u64,
-    detector: FailureDetector,
-    arbiter: ArbiterClient,
+    /// The connection, its handshake, failure detection, the arbiter.
+    peer: Peer,
     /// Sequence number the next entry gets.
     next_seq: Seq,
     last_entry_icount: u64,
@@ -104,18 +92,10 @@ impl Primary {
     pub fn new(cfg: Config, now_ms: u64) -> Result<Self, FtError> {
         cfg.validate()?;
         Ok(Primary {
-            detector: FailureDetector::new(now_ms, cfg.startup_timeout_ms, cfg.failure_timeout_ms),
-            arbiter: ArbiterClient::new(
-                cfg.generation,
-                Role::Primary,
-                cfg.arbiter_retry_ms,
-                cfg.arbiter_deadline_ms,
-            ),
+            peer: Peer::new(&cfg, Role::Primary, now_ms),
             cfg,
             now: now_ms,
             phase: Phase::Paired,
-            conn: Conn::None,
-            handshake_deadline: 0,
             next_seq: 1,
             last_entry_icount: 0,
             unacked: VecDeque::new(),
@@ -254,16 +234,12 @@ impl Primary {
             });
         }
         self.drop_queued_sends();
-        self.conn = Conn::Handshake;
-        self.handshake_deadline = self.now.saturating_add(self.cfg.handshake_timeout_ms);
-        let hello = Hello {
-            version: PROTOCOL_VERSION,
-            vm: self.cfg.vm.clone(),
-            role: Role::Primary,
-            machine_hash: self.cfg.machine_hash,
-            seq: self.next_seq - 1,
-            log_header: self.cfg.log_header.clone(),
-        };
+        let hello = self.peer.connected(
+            &self.cfg,
+            self.now,
+            self.next_seq - 1,
+            self.cfg.log_header.clone(),
+        );
         self.send(Message::Hello(hello));
         Ok(())
     }
@@ -272,7 +248,7 @@ impl Primary {
     pub fn on_disconnect(&mut self, now_ms: u64) {
         self.advance(now_ms);
         self.drop_queued_sends();
-        self.conn = Conn::None;
+        self.peer.conn = Conn::None;
     }
 
     /// A frame arrived on the logging connection. An error means the
@@ -282,18 +258,10 @@ impl Primary {
         if self.phase != Phase::Paired {
             return Ok(());
         }
-        if self.conn == Conn::None {
-            return Err(FtError::NotConnected);
-        }
-        if frame.generation != self.cfg.generation {
-            return Err(FtError::WrongGeneration {
-                ours: self.cfg.generation,
-                theirs: frame.generation,
-            });
-        }
+        self.peer.check_frame(&self.cfg, &frame)?;
         self.bytes_received += frame.encoded_len() as u64;
         let got = frame.message.message_type();
-        match (self.conn, frame.message) {
+        match (self.peer.conn, frame.message) {
             (Conn::Handshake, Message::Hello(h)) => self.on_hello(h)?,
             (Conn::Handshake, _) => return Err(FtError::ExpectedHello { got }),
             (
@@ -305,11 +273,11 @@ impl Primary {
             ) => self.on_ack(seq, executed_icount)?,
             (_, Message::Heartbeat { icount, .. }) => self.on_backup_icount(icount)?,
             (_, Message::Goodbye { reason, .. }) => {
-                self.detector.heard(self.now);
+                self.peer.detector.heard(self.now);
                 if reason == GoodbyeReason::Leaving {
                     self.declare_failure();
                 } else {
-                    self.conn = Conn::None;
+                    self.peer.conn = Conn::None;
                     self.actions.push_back(PrimaryAction::Disconnect);
                 }
                 return Ok(());
@@ -329,7 +297,7 @@ impl Primary {
                 })
             }
         }
-        self.detector.heard(self.now);
+        self.peer.detector.heard(self.now);
         self.check_lag();
         Ok(())
     }
@@ -340,17 +308,16 @@ impl Primary {
         self.advance(now_ms);
         match self.phase {
             Phase::Paired => {
-                if self.detector.expired(self.now) {
-                    self.declare_failure();
-                    return;
+                match self.peer.watch(self.now) {
+                    Watch::PeerDead => return self.declare_failure(),
+                    Watch::HandshakeTimedOut => {
+                        self.drop_queued_sends();
+                        self.actions.push_back(PrimaryAction::Disconnect);
+                        return;
+                    }
+                    Watch::Quiet => {}
                 }
-                if self.conn == Conn::Handshake && self.now >= self.handshake_deadline {
-                    self.conn = Conn::None;
-                    self.drop_queued_sends();
-                    self.actions.push_back(PrimaryAction::Disconnect);
-                    return;
-                }
-                if self.conn == Conn::Ready {
+                if self.peer.conn == Conn::Ready {
                     self.flush_all();
                     if self.now.saturating_sub(self.last_sent_ms) >= self.cfg.heartbeat_interval_ms
                     {
@@ -362,14 +329,10 @@ impl Primary {
                 }
                 self.check_lag();
             }
-            Phase::Arbitrating => match self.arbiter.on_tick(self.now) {
-                ArbiterStep::Request(r) => self.actions.push_back(PrimaryAction::TestAndSet {
-                    generation: r.generation,
-                    claimant: r.claimant,
-                }),
-                ArbiterStep::GaveUp => self.halt(HaltReason::ArbiterUnreachable),
-                _ => {}
-            },
+            Phase::Arbitrating => {
+                let step = self.peer.arbiter_tick(self.now);
+                self.arbitration(step);
+            }
             _ => {}
         }
     }
@@ -380,18 +343,8 @@ impl Primary {
         if self.phase != Phase::Arbitrating {
             return Err(FtError::NoArbiterRequest);
         }
-        match self.arbiter.on_result(self.now, result)? {
-            ArbiterStep::Won => {
-                self.phase = Phase::Alone;
-                self.actions.push_back(PrimaryAction::GoAlone);
-                while let Some((id, _)) = self.held.pop_front() {
-                    self.release(id);
-                }
-            }
-            ArbiterStep::Lost => self.halt(HaltReason::LostArbiter),
-            ArbiterStep::GaveUp => self.halt(HaltReason::ArbiterUnreachable),
-            ArbiterStep::Wait | ArbiterStep::Request(_) => {}
-        }
+        let step = self.peer.arbiter_result(self.now, result)?;
+        self.arbitration(step);
         Ok(())
     }
 
@@ -406,7 +359,7 @@ impl Primary {
                 phase: self.phase.as_str(),
             });
         }
-        if self.phase == Phase::Paired && self.conn == Conn::Ready {
+        if self.phase == Phase::Paired && self.peer.conn == Conn::Ready {
             self.flush_all();
             self.send(Message::Goodbye {
                 reason,
@@ -424,7 +377,7 @@ impl Primary {
             role: Role::Primary,
             phase: self.phase,
             generation: self.cfg.generation,
-            connected: self.conn == Conn::Ready,
+            connected: self.peer.conn == Conn::Ready,
             log_seq: self.next_seq - 1,
             acked_seq: self.acked,
             executed_seq: 0,
@@ -438,8 +391,8 @@ impl Primary {
             bytes_sent: self.bytes_sent,
             bytes_received: self.bytes_received,
             throttled_ms: self.throttled_ms,
-            last_heard_ms: self.detector.last_heard_ms(),
-            arbiter_attempts: self.arbiter.attempts(),
+            last_heard_ms: self.peer.detector.last_heard_ms(),
+            arbiter_attempts: self.peer.arbiter_attempts(),
         }
     }
 
@@ -451,16 +404,13 @@ impl Primary {
     pub fn next_timeout_ms(&self) -> Option<u64> {
         match self.phase {
             Phase::Paired => {
-                let mut t = self.detector.deadline_ms();
-                if self.conn == Conn::Handshake {
-                    t = t.min(self.handshake_deadline);
-                }
-                if self.conn == Conn::Ready {
+                let mut t = self.peer.watch_deadline_ms();
+                if self.peer.conn == Conn::Ready {
                     t = t.min(self.last_sent_ms + self.cfg.heartbeat_interval_ms);
                 }
                 Some(t)
             }
-            Phase::Arbitrating => self.arbiter.next_timeout_ms(),
+            Phase::Arbitrating => self.peer.arbiter_timeout_ms(),
             _ => None,
         }
     }
@@ -504,7 +454,7 @@ impl Primary {
     }
 
     fn on_hello(&mut self, h: Hello) -> Result<(), FtError> {
-        self.check_peer(&h)?;
+        self.peer.check_hello(&self.cfg, &h)?;
         let last = self.next_seq - 1;
         if h.seq > last {
             return Err(FtError::PeerAhead {
@@ -518,34 +468,9 @@ impl Primary {
                 theirs: h.seq,
             });
         }
-        self.conn = Conn::Ready;
+        self.peer.conn = Conn::Ready;
         self.set_acked(h.seq);
         self.send_from = h.seq + 1;
-        Ok(())
-    }
-
-    fn check_peer(&self, h: &Hello) -> Result<(), FtError> {
-        if h.version != PROTOCOL_VERSION {
-            return Err(FtError::VersionMismatch {
-                ours: PROTOCOL_VERSION,
-                theirs: h.version,
-            });
-        }
-        if h.role != Role::Backup {
-            return Err(FtError::WrongRole {
-                ours: Role::Primary,
-                theirs: h.role,
-            });
-        }
-        if h.vm != self.cfg.vm {
-            return Err(FtError::WrongVm {
-                ours: self.cfg.vm.clone(),
-                theirs: h.vm.clone(),
-            });
-        }
-        if h.machine_hash != self.cfg.machine_hash {
-            return Err(FtError::MachineMismatch);
-        }
         Ok(())
     }
 
@@ -590,7 +515,7 @@ impl Primary {
     /// Queues one Log message with entries from `send_from`, if any are due.
     fn flush_batch(&mut self) -> bool {
         if self.phase != Phase::Paired
-            || self.conn != Conn::Ready
+            || self.peer.conn != Conn::Ready
             || self.send_from >= self.next_seq
         {
             return false;
@@ -634,7 +559,9 @@ impl Primary {
     }
 
     fn check_lag(&mut self) {
-        if self.phase != Phase::Paired || self.conn != Conn::Ready || self.now < self.throttle_until
+        if self.phase != Phase::Paired
+            || self.peer.conn != Conn::Ready
+            || self.now < self.throttle_until
         {
             return;
         }
@@ -658,17 +585,32 @@ impl Primary {
 
     fn declare_failure(&mut self) {
         self.phase = Phase::Arbitrating;
-        if self.conn != Conn::None {
-            self.conn = Conn::None;
+        if self.peer.disconnect() {
             self.actions.push_back(PrimaryAction::Disconnect);
         }
         self.unacked.clear();
         self.unacked_bytes = 0;
-        if let ArbiterStep::Request(r) = self.arbiter.start(self.now) {
-            self.actions.push_back(PrimaryAction::TestAndSet {
+        let step = self.peer.arbitrate(self.now);
+        self.arbitration(step);
+    }
+
+    /// Carries out an arbitration step: a request to send, or the verdict.
+    /// Won releases every held output: no backup is left to wait for.
+    fn arbitration(&mut self, step: Arbitration) {
+        match step {
+            Arbitration::Request(r) => self.actions.push_back(PrimaryAction::TestAndSet {
                 generation: r.generation,
                 claimant: r.claimant,
-            });
+            }),
+            Arbitration::Won => {
+                self.phase = Phase::Alone;
+                self.actions.push_back(PrimaryAction::GoAlone);
+                while let Some((id, _)) = self.held.pop_front() {
+                    self.release(id);
+                }
+            }
+            Arbitration::Halt(reason) => self.halt(reason),
+            Arbitration::Wait => {}
         }
     }
 
@@ -677,8 +619,7 @@ impl Primary {
         self.held.clear();
         self.unacked.clear();
         self.unacked_bytes = 0;
-        if self.conn != Conn::None {
-            self.conn = Conn::None;
+        if self.peer.disconnect() {
             self.actions.push_back(PrimaryAction::Disconnect);
         }
         self.actions.push_back(PrimaryAction::Halt { reason });

@@ -1,13 +1,12 @@
 use super::*;
 use crate::wire::encode_entries;
+use crate::PROTOCOL_VERSION;
 
 fn cfg() -> Config {
     let mut c = Config::new("vm", 4, [1; 32]);
-    // The timings these tests were written against (the defaults are
-    // shorter now); what they check is the logic, not the defaults.
-    c.heartbeat_interval_ms = 50;
-    c.failure_timeout_ms = 500;
-    c.handshake_timeout_ms = 200;
+    // The default timings (heartbeat 10 ms, failure and handshake timeout
+    // 100 ms, arbiter retry 100 ms), with a short startup grace.
+    assert_eq!((c.heartbeat_interval_ms, c.failure_timeout_ms), (10, 100));
     c.startup_timeout_ms = 1000;
     c
 }
@@ -202,28 +201,28 @@ fn failover_drains_then_arbitrates_then_goes_live() {
     let mut b = following();
     b.on_message(10, log(1, &[10, 20])).unwrap();
     drain(&mut b);
-    b.on_tick(509);
+    b.on_tick(109);
     assert!(drain(&mut b)
         .iter()
         .all(|a| matches!(a, BackupAction::Send(_))));
-    b.on_tick(510);
+    b.on_tick(110);
     assert_eq!(
         drain(&mut b),
         vec![BackupAction::Disconnect, BackupAction::DrainLog]
     );
     // Messages arriving now are ignored, and connections refused.
-    b.on_message(511, log(3, &[30])).unwrap();
-    assert!(b.on_connected(511).is_err());
+    b.on_message(111, log(3, &[30])).unwrap();
+    assert!(b.on_connected(111).is_err());
     // Claiming the drain before executing everything is refused.
     assert!(matches!(
-        b.on_drained(512),
+        b.on_drained(112),
         Err(FtError::DrainIncomplete {
             executed: 0,
             received: 2
         })
     ));
-    execute_all(&mut b, 513);
-    b.on_drained(513).unwrap();
+    execute_all(&mut b, 113);
+    b.on_drained(113).unwrap();
     assert_eq!(
         drain(&mut b),
         vec![BackupAction::TestAndSet {
@@ -231,7 +230,7 @@ fn failover_drains_then_arbitrates_then_goes_live() {
             claimant: Role::Backup
         }]
     );
-    b.on_arbiter_result(520, ArbiterResult::Won).unwrap();
+    b.on_arbiter_result(120, ArbiterResult::Won).unwrap();
     assert_eq!(drain(&mut b), vec![BackupAction::GoLive]);
     assert_eq!(b.phase(), Phase::Live);
     assert!(b.next_entry().is_none());
@@ -330,13 +329,13 @@ fn reconnection_resumes_from_received() {
 #[test]
 fn heartbeats_when_idle() {
     let mut b = following();
-    b.on_tick(49);
+    b.on_tick(9);
     assert!(drain(&mut b).is_empty());
-    b.on_tick(50);
+    b.on_tick(10);
     assert_eq!(
         drain(&mut b),
         vec![BackupAction::Send(frame(Message::Heartbeat {
-            now_ms: 50,
+            now_ms: 10,
             icount: 0
         }))]
     );

@@ -1,13 +1,12 @@
 use super::*;
 use crate::wire::decode_entries;
+use crate::PROTOCOL_VERSION;
 
 fn cfg() -> Config {
     let mut c = Config::new("vm", 4, [1; 32]);
-    // The timings these tests were written against (the defaults are
-    // shorter now); what they check is the logic, not the defaults.
-    c.heartbeat_interval_ms = 50;
-    c.failure_timeout_ms = 500;
-    c.handshake_timeout_ms = 200;
+    // The default timings (heartbeat 10 ms, failure and handshake timeout
+    // 100 ms, arbiter retry 100 ms), with a short startup grace.
+    assert_eq!((c.heartbeat_interval_ms, c.failure_timeout_ms), (10, 100));
     c.startup_timeout_ms = 1000;
     c
 }
@@ -277,11 +276,11 @@ fn batches_are_bounded() {
 #[test]
 fn heartbeats_when_idle_and_flushed_log_first() {
     let mut p = paired();
-    p.on_tick(49);
+    p.on_tick(9);
     assert!(drain(&mut p).is_empty());
-    p.on_progress(50, 1000);
+    p.on_progress(10, 1000);
     p.on_log_entry(1000, 1, b"x").unwrap();
-    p.on_tick(50);
+    p.on_tick(10);
     let a = drain(&mut p);
     // The entry goes out before the heartbeat that claims icount 1000.
     assert!(matches!(
@@ -298,12 +297,12 @@ fn heartbeats_when_idle_and_flushed_log_first() {
             ..
         })
     )));
-    p.on_tick(100);
+    p.on_tick(20);
     let a = drain(&mut p);
     assert_eq!(
         a,
         vec![PrimaryAction::Send(frame(Message::Heartbeat {
-            now_ms: 100,
+            now_ms: 20,
             icount: 1000
         }))]
     );
@@ -341,11 +340,11 @@ fn silent_backup_leads_to_test_and_set_and_going_alone() {
     let s = p.on_log_entry(10, 1, b"x").unwrap();
     p.on_output(1, s).unwrap();
     drain(&mut p);
-    p.on_tick(499);
+    p.on_tick(99);
     assert!(drain(&mut p)
         .iter()
         .all(|a| matches!(a, PrimaryAction::Send(_))));
-    p.on_tick(500);
+    p.on_tick(100);
     assert_eq!(
         drain(&mut p),
         vec![
@@ -356,14 +355,14 @@ fn silent_backup_leads_to_test_and_set_and_going_alone() {
             }
         ]
     );
-    assert!(p.on_connected(501).is_err(), "no new backup connection now");
+    assert!(p.on_connected(101).is_err(), "no new backup connection now");
     // Outputs stay held while the arbiter is asked.
     p.on_output(2, 0).unwrap();
     assert!(released(&drain(&mut p)).is_empty());
-    p.on_arbiter_result(510, ArbiterResult::Unreachable)
+    p.on_arbiter_result(110, ArbiterResult::Unreachable)
         .unwrap();
     assert!(drain(&mut p).is_empty());
-    p.on_tick(610);
+    p.on_tick(210);
     assert_eq!(
         drain(&mut p),
         vec![PrimaryAction::TestAndSet {
@@ -371,7 +370,7 @@ fn silent_backup_leads_to_test_and_set_and_going_alone() {
             claimant: Role::Primary
         }]
     );
-    p.on_arbiter_result(620, ArbiterResult::Won).unwrap();
+    p.on_arbiter_result(220, ArbiterResult::Won).unwrap();
     let a = drain(&mut p);
     assert_eq!(a[0], PrimaryAction::GoAlone);
     assert_eq!(released(&a), vec![1, 2]);
