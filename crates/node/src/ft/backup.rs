@@ -583,14 +583,16 @@ impl BackupDriver {
 
     fn run(&mut self) -> Result<Next> {
         loop {
-            let now = self.clock.ms();
             if STOP_REQUESTED.load(Ordering::SeqCst) {
                 eprintln!("ftvm: backup: stopping; the primary goes on alone");
                 self.leave();
                 return Ok(Next::Exit(130));
             }
-            self.core.on_tick(now);
+            // What arrived first, then the passing of time: after a long
+            // step (building the machine, a digest, a host stall) frames
+            // waiting in the socket are news from the primary, not silence.
             self.pump(Duration::ZERO)?;
+            self.core.on_tick(self.clock.ms());
             if let Some(n) = self.actions() {
                 return Ok(n);
             }

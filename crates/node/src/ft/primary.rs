@@ -1002,6 +1002,12 @@ impl Live {
             if STOP_REQUESTED.load(Ordering::SeqCst) || self.quit {
                 return self.stop();
             }
+            // Read what arrived before judging the silence: after a long
+            // step (a digest, a host stall) Acks waiting in the socket are
+            // news from the backup.
+            if let Some(end) = self.pump(Duration::ZERO)? {
+                return Ok(end);
+            }
             let now = self.clock.ms();
             if let Some(p) = self.pair.as_mut() {
                 p.core.on_tick(now);
