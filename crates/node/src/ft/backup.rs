@@ -33,6 +33,7 @@ use super::join;
 use super::link::{Link, Listener};
 use super::primary::{Live, LiveSetup};
 use super::status::{Board, Report, Timeline};
+use super::test_fault::{FaultKind, TestFault};
 use super::{Clock, FtArgs, FtSettings, EXIT_DIVERGED, EXIT_HALTED, SLICE};
 use crate::console::ConsoleTarget;
 use crate::devices;
@@ -66,6 +67,11 @@ pub struct BackupArgs {
     /// check that a join interrupted there leaves a working primary.
     #[arg(long, hide = true)]
     pub test_die_at_join_state: bool,
+    /// Test switch: a fault when the replayed guest reaches instruction
+    /// STEP (STEP:die, STEP:stall:MS, STEP:drop, STEP:corrupt); see
+    /// `crates/node/src/ft/test_fault.rs`.
+    #[arg(long, hide = true, value_name = "STEP:KIND")]
+    pub test_fault: Option<TestFault>,
     /// Where console output goes once live: stdio, null, or file:PATH.
     #[arg(long, value_name = "TARGET", default_value = "stdio")]
     pub console: ConsoleTarget,
@@ -206,7 +212,7 @@ impl Follower {
     /// Replays for at most `SLICE` steps (so that what arrives on the
     /// logging connection is read and acknowledged promptly). Returns
     /// whether anything happened.
-    fn replay(&mut self, core: &mut Backup) -> Result<bool, Stuck> {
+    fn replay(&mut self, core: &mut Backup, tf: Option<&TestFault>) -> Result<bool, Stuck> {
         let start = self.machine.icount();
         let mut progressed = false;
         loop {
@@ -230,10 +236,17 @@ impl Follower {
                 if at >= start + SLICE || self.powered_off {
                     return Ok(progressed);
                 }
-                let limit = target.min(start + SLICE);
+                let mut limit = target.min(start + SLICE);
+                if let Some(tf) = tf {
+                    limit = tf.limit(at, limit);
+                }
                 let stop = self.machine.run(limit);
                 progressed = true;
                 self.collect_outputs();
+                if tf.is_some_and(|t| t.limit(at, u64::MAX) == self.machine.icount()) {
+                    // At the test fault's step: the driver carries it out.
+                    return Ok(progressed);
+                }
                 match stop {
                     Stop::Limit => {}
                     Stop::Idle { .. } => {
@@ -303,6 +316,7 @@ enum Next {
 impl BackupDriver {
     /// Builds the primary's machine from its log header.
     fn build_machine(&mut self, header: &[u8]) -> Result<()> {
+        let t = std::time::Instant::now();
         let (h, _) = LogHeader::decode(header).context("the primary's log header is unreadable")?;
         let rc = recorded_config(&h)?;
         let cfg = MachineConfig::from_spec(
@@ -317,9 +331,10 @@ impl BackupDriver {
         self.virtio = cfg.virtio.clone();
         let machine = Machine::new(&cfg).context("cannot build the primary's machine")?;
         eprintln!(
-            "ftvm: backup: following the primary ({} MiB, {} virtio devices)",
+            "ftvm: backup: following the primary ({} MiB, {} virtio devices; machine built in {} ms)",
             rc.spec.ram_size >> 20,
-            rc.spec.virtio.len()
+            rc.spec.virtio.len(),
+            t.elapsed().as_millis()
         );
         self.follower = Some(Follower::new(machine, self.local_disks.take()));
         Ok(())
@@ -388,10 +403,13 @@ impl BackupDriver {
                     Err(e) => eprintln!("ftvm: backup: refusing a connection from {from}: {e}"),
                 }
             }
-            FtEvent::Frame { conn, frame } => {
+            FtEvent::Frame { conn, mut frame } => {
                 if self.link.is_current(conn) {
                     if matches!(frame.message, Message::Log { .. }) {
                         self.last_entry_ms = Some(now);
+                    }
+                    if let Some(tf) = self.args.test_fault.as_mut() {
+                        tf.damage_decoded("backup", &mut frame);
                     }
                     if let Err(e) = self.core.on_message(now, frame) {
                         self.link
@@ -529,6 +547,24 @@ impl BackupDriver {
         self.link.finish(Duration::from_secs(1));
     }
 
+    /// `--test-fault`: the replayed guest reached the step (dying and
+    /// stalling happened inside `due`).
+    fn test_fault_if_due(&mut self, icount: u64) {
+        let Some(kind) = self
+            .args
+            .test_fault
+            .as_mut()
+            .and_then(|t| t.due("backup", icount))
+        else {
+            return;
+        };
+        if kind == FaultKind::Drop {
+            self.link
+                .drop_with("test fault: dropping the logging connection".into());
+            self.core.on_disconnect(self.clock.ms());
+        }
+    }
+
     fn diverged(&mut self, why: String) -> u8 {
         eprintln!("ftvm: backup: DIVERGED from the primary: {why}");
         eprintln!(
@@ -598,7 +634,7 @@ impl BackupDriver {
             }
             let mut progressed = false;
             if let Some(f) = self.follower.as_mut() {
-                match f.replay(&mut self.core) {
+                match f.replay(&mut self.core, self.args.test_fault.as_ref()) {
                     Ok(p) => progressed = p,
                     Err(Stuck::Diverged(why)) => return Ok(Next::Exit(self.diverged(why))),
                 }
@@ -606,6 +642,7 @@ impl BackupDriver {
                 if let Err(e) = self.core.on_executed(self.clock.ms(), seq, icount) {
                     tracing::debug!("progress not accepted: {e}");
                 }
+                self.test_fault_if_due(icount);
             }
             if self.draining {
                 let drained = self.core.pending_entries() == 0

@@ -274,6 +274,12 @@ impl Link {
     /// rest buffered for the loop to flush. Dropped if there is no
     /// connection (the core re-sends what was not acknowledged).
     pub fn send(&mut self, frame: &Frame) {
+        self.send_with(frame, |_| {});
+    }
+
+    /// Like [`send`](Self::send), letting `damage` change the encoded frame
+    /// before it goes out (`--test-fault STEP:corrupt`).
+    pub fn send_with(&mut self, frame: &Frame, damage: impl FnOnce(&mut [u8])) {
         let Some(c) = self.current.as_mut() else {
             return;
         };
@@ -281,11 +287,13 @@ impl Link {
             return;
         }
         let was_empty = c.queued() == 0;
+        let start = c.out.len();
         if let Err(e) = frame.encode(&mut c.out) {
             self.encode_errors += 1;
             tracing::error!("cannot encode a logging frame: {e}");
             return;
         }
+        damage(&mut c.out[start..]);
         if !was_empty {
             // Behind bytes the socket did not take: the writable edge
             // flushes them in order.

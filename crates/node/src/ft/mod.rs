@@ -13,6 +13,8 @@
 //!   it won, attaches the real network and disk and carries on live.
 //! - [`link`], [`arbiter`], [`status`]: the logging connection on the
 //!   driver's event loop, test-and-set requests, and the status endpoint.
+//! - [`test_fault`]: the hidden `--test-fault STEP:KIND` (a fault at an
+//!   exact guest instruction, for fault campaigns).
 //!
 //! The log entries are the record/replay codec's records (`ftvm-replay`):
 //! inputs, an `Outputs` marker after every quantum that produced outputs
@@ -24,6 +26,7 @@ pub mod join;
 pub mod link;
 pub mod primary;
 pub mod status;
+pub mod test_fault;
 
 use std::net::SocketAddr;
 use std::time::Instant;

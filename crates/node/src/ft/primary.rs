@@ -34,6 +34,7 @@ use super::arbiter::Arbiter;
 use super::join::{Donation, DonorStep};
 use super::link::{Link, Listener};
 use super::status::{Board, HoldStats, Report, Timeline};
+use super::test_fault::{FaultKind, TestFault};
 use super::{Clock, FtArgs, FtSettings, EXIT_HALTED, FT_QUANTUM, SLICE};
 use crate::console::{Console, ConsoleTarget, Filtered};
 use crate::devices::{self, Backends};
@@ -91,6 +92,11 @@ pub struct PrimaryArgs {
     /// Do not read console input from stdin.
     #[arg(long)]
     pub no_input: bool,
+    /// Test switch: a fault when the guest reaches instruction STEP
+    /// (STEP:die, STEP:stall:MS, STEP:drop, STEP:corrupt); see
+    /// `crates/node/src/ft/test_fault.rs`.
+    #[arg(long, hide = true, value_name = "STEP:KIND")]
+    pub test_fault: Option<TestFault>,
     #[command(flatten)]
     pub machine: MachineArgs,
 }
@@ -188,6 +194,8 @@ pub struct Live {
     buf: Vec<u8>,
     last_publish: u64,
     quit: bool,
+    /// `--test-fault` of `ftvm primary`.
+    test_fault: Option<TestFault>,
 }
 
 /// How a live run ended.
@@ -278,6 +286,7 @@ impl Live {
             buf: Vec::new(),
             last_publish: 0,
             quit: false,
+            test_fault: None,
         })
     }
 
@@ -448,7 +457,12 @@ impl Live {
             match a {
                 PrimaryAction::Send(frame) => {
                     let log = matches!(frame.message, ftvm_ft::Message::Log { .. });
-                    p.link.send(&frame);
+                    match self.test_fault.as_mut() {
+                        Some(tf) => p
+                            .link
+                            .send_with(&frame, |b| tf.damage_encoded("primary", &frame, b)),
+                        None => p.link.send(&frame),
+                    }
                     if log {
                         let now = Instant::now();
                         for h in p.held.iter_mut().rev() {
@@ -979,8 +993,13 @@ impl Live {
     fn run_turn(&mut self) -> Result<std::result::Result<Stop, Ended>> {
         let limit = self.machine.icount() + FT_QUANTUM;
         loop {
-            let end = limit.min(self.machine.icount() + SLICE);
+            let at = self.machine.icount();
+            let mut end = limit.min(at + SLICE);
+            if let Some(tf) = &self.test_fault {
+                end = tf.limit(at, end);
+            }
             let stop = self.machine.run_until_output(end);
+            self.test_fault_if_due();
             if stop != Stop::Limit || self.machine.icount() >= limit || self.machine.has_outputs() {
                 return Ok(Ok(stop));
             }
@@ -990,6 +1009,28 @@ impl Live {
             }
             if self.woken || !self.pending.is_empty() {
                 return Ok(Ok(stop));
+            }
+        }
+    }
+
+    /// `--test-fault`: the guest reached the step (dying and stalling
+    /// happened inside `due`).
+    fn test_fault_if_due(&mut self) {
+        let icount = self.machine.icount();
+        let Some(kind) = self
+            .test_fault
+            .as_mut()
+            .and_then(|t| t.due("primary", icount))
+        else {
+            return;
+        };
+        if kind == FaultKind::Drop {
+            let now = self.clock.ms();
+            if let Some(p) = self.pair.as_mut() {
+                p.link
+                    .drop_with("test fault: dropping the logging connection".into());
+                p.core.on_disconnect(now);
+                p.next_dial_ms = now + REDIAL_MS;
             }
         }
     }
@@ -1230,6 +1271,7 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
         reactor,
         timeline: None,
     })?;
+    live.test_fault = args.test_fault.clone();
     live.pair = Some(Pairing {
         core,
         link,
