@@ -48,6 +48,9 @@ pub enum TlsError {
     /// The handshake did not finish in time.
     #[error("TLS handshake timed out")]
     HandshakeTimeout,
+    /// The caller asked the handshake to stop (server shutdown).
+    #[error("TLS handshake abandoned: shutting down")]
+    Stopped,
     /// The peer closed the connection during the handshake.
     #[error("peer closed the connection during the TLS handshake")]
     HandshakeEof,

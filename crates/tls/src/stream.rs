@@ -53,11 +53,14 @@ impl ServerStream {
     /// Runs the server side of a handshake on `sock` until `deadline`,
     /// reading `prefix` (bytes already taken from the socket) first.
     /// Returns the stream and the client's verified identity.
+    /// `stop` is asked between socket reads; when it says yes the
+    /// handshake ends with [`TlsError::Stopped`] (server shutdown).
     pub fn accept(
         tls: &ServerTls,
         sock: TcpStream,
         prefix: &[u8],
         deadline: Instant,
+        stop: &dyn Fn() -> bool,
     ) -> Result<(ServerStream, Identity), TlsError> {
         let mut conn = tls.new_connection()?;
         let mut rest = prefix;
@@ -66,7 +69,7 @@ impl ServerStream {
             conn.process_new_packets().map_err(TlsError::Tls)?;
         }
         let mut s = TlsStream { conn, sock };
-        s.handshake(deadline)?;
+        s.handshake(deadline, stop)?;
         let id = peer_identity(s.conn.peer_certificates()).map_err(TlsError::PeerIdentity)?;
         Ok((s, id))
     }
@@ -84,7 +87,7 @@ impl ClientStream {
         let ip = sock.peer_addr().map_err(TlsError::Io)?.ip();
         let conn = tls.new_connection(ip)?;
         let mut s = TlsStream { conn, sock };
-        s.handshake(deadline)?;
+        s.handshake(deadline, &|| false)?;
         let id = peer_identity(s.conn.peer_certificates()).map_err(TlsError::PeerIdentity)?;
         Ok((s, id))
     }
@@ -105,7 +108,7 @@ where
         peer_identity(self.conn.peer_certificates())
     }
 
-    fn handshake(&mut self, deadline: Instant) -> Result<(), TlsError> {
+    fn handshake(&mut self, deadline: Instant, stop: &dyn Fn() -> bool) -> Result<(), TlsError> {
         while self.conn.is_handshaking() {
             self.flush_tls().map_err(TlsError::Io)?;
             if !self.conn.is_handshaking() {
@@ -113,6 +116,9 @@ where
             }
             if Instant::now() >= deadline {
                 return Err(TlsError::HandshakeTimeout);
+            }
+            if stop() {
+                return Err(TlsError::Stopped);
             }
             match self.conn.read_tls(&mut self.sock) {
                 Ok(0) => return Err(TlsError::HandshakeEof),

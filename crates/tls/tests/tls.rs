@@ -98,7 +98,7 @@ fn serve_one<T: Send + 'static>(
     let h = thread::spawn(move || {
         let (s, _) = l.accept().unwrap();
         s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        f(ServerStream::accept(&tls, s, &[], deadline()))
+        f(ServerStream::accept(&tls, s, &[], deadline(), &|| false))
     });
     (addr, h)
 }
