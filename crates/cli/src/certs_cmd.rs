@@ -34,11 +34,14 @@ pub struct InitArgs {
     /// Directory to create the files in (created if missing; must not hold a CA yet).
     pub dir: PathBuf,
     /// The VM hosts (comma-separated); each may run every VM of --vms.
-    #[arg(long, value_name = "NAMES", value_delimiter = ',', required = true)]
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', requires = "vms")]
     pub hosts: Vec<String>,
-    /// The VMs the hosts run (comma-separated).
-    #[arg(long, value_name = "NAMES", value_delimiter = ',', required = true)]
+    /// The VMs the hosts of --hosts run (comma-separated).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', requires = "hosts")]
     pub vms: Vec<String>,
+    /// Another host with its own VMs (NAME=VM[+VM...]); repeatable.
+    #[arg(long = "host", value_name = "NAME=VMS")]
+    pub host: Vec<String>,
     /// An operator identity (may `ftvm arbiter advance`/`history`); repeatable.
     #[arg(long = "operator", value_name = "NAME")]
     pub operators: Vec<String>,
@@ -65,9 +68,19 @@ pub fn certs(args: CertsArgs) -> Result<u8> {
 }
 
 fn init(a: InitArgs) -> Result<u8> {
+    let mut hosts: Vec<(String, Vec<String>)> =
+        a.hosts.iter().map(|h| (h.clone(), a.vms.clone())).collect();
+    for spec in &a.host {
+        let Some((name, vms)) = spec.split_once('=') else {
+            anyhow::bail!("--host {spec:?}: expected NAME=VM[+VM...]");
+        };
+        hosts.push((
+            name.to_string(),
+            vms.split('+').map(str::to_string).collect(),
+        ));
+    }
     let plan = LabPlan {
-        hosts: a.hosts,
-        vms: a.vms,
+        hosts,
         operators: a.operators,
         storage: a.storage,
         server_names: a.server_names,
@@ -79,10 +92,10 @@ fn init(a: InitArgs) -> Result<u8> {
     println!(
         "  ftvm storage --tls-cert {d}/storage/server-cert.pem --tls-key {d}/storage/server-key.pem --tls-ca {d}/ca-cert.pem ..."
     );
-    for h in &plan.hosts {
+    for (h, vms) in &plan.hosts {
         println!(
             "  host {h} (VMs {}): --tls-cert {d}/host-{h}/client-cert.pem --tls-key {d}/host-{h}/client-key.pem --tls-ca {d}/ca-cert.pem",
-            plan.vms.join(",")
+            vms.join(",")
         );
     }
     for o in &plan.operators {

@@ -158,6 +158,21 @@ impl Conn {
         Ok(&self.buf[self.start..self.end])
     }
 
+    /// Reads and drops what the peer has sent, until a read times out or
+    /// the peer closes (at most 64 KiB): closing a socket with unread data
+    /// resets the connection, which can destroy a last answer in flight.
+    pub(crate) fn drain(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        let mut total = 0;
+        while total < BUF_SIZE {
+            match self.stream.read(&mut self.buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    }
+
     /// Whether the connection runs TLS.
     pub(crate) fn is_tls(&self) -> bool {
         self.stream.is_tls()

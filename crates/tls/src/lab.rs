@@ -28,10 +28,9 @@ use crate::TlsError;
 /// What `ftvm certs init` makes.
 #[derive(Debug, Clone)]
 pub struct LabPlan {
-    /// VM hosts; each gets `host-NAME/` with a certificate for both ends.
-    pub hosts: Vec<String>,
-    /// VMs every host may run.
-    pub vms: Vec<String>,
+    /// VM hosts and the VMs each may run; each gets `host-NAME/` with a
+    /// certificate for both ends.
+    pub hosts: Vec<(String, Vec<String>)>,
     /// Operators; each gets `operator-NAME/` with a client certificate.
     pub operators: Vec<String>,
     /// The storage host's name; it gets `storage/` with a server certificate.
@@ -55,14 +54,19 @@ pub fn check_plan(plan: &LabPlan) -> Result<(), TlsError> {
             "{what} {n:?} is not a valid name (1-255 characters from [A-Za-z0-9._+-], not starting with '.' or '-')"
         ))
     };
-    for h in &plan.hosts {
+    let mut vms: Vec<&String> = Vec::new();
+    for (h, hv) in &plan.hosts {
         if !valid_name(h) {
             return Err(bad("host", h));
         }
-    }
-    for v in &plan.vms {
-        if !valid_name(v) {
-            return Err(bad("VM", v));
+        if hv.is_empty() {
+            return Err(TlsError::Plan(format!("host {h:?} runs no VM")));
+        }
+        for v in hv {
+            if !valid_name(v) {
+                return Err(bad("VM", v));
+            }
+            vms.push(v);
         }
     }
     for o in &plan.operators {
@@ -76,13 +80,10 @@ pub fn check_plan(plan: &LabPlan) -> Result<(), TlsError> {
     if plan.hosts.is_empty() {
         return Err(TlsError::Plan("at least one host is needed".into()));
     }
-    if plan.vms.is_empty() {
-        return Err(TlsError::Plan("at least one VM is needed".into()));
-    }
     // Exports belong to a VM by name (VM, or VM-anything): a VM named like
     // another VM's export would let that VM's hosts open the other's disks.
-    for a in &plan.vms {
-        for b in &plan.vms {
+    for a in &vms {
+        for b in &vms {
             if a != b && b.starts_with(&format!("{a}-")) {
                 return Err(TlsError::Plan(format!(
                     "VM names {a:?} and {b:?} clash: exports of {b:?} would also count as {a:?}'s (an export belongs to the VM it is named after, VM or VM-*)"
@@ -170,7 +171,11 @@ pub fn init(dir: &Path, plan: &LabPlan) -> Result<Vec<PathBuf>, TlsError> {
     write_file(&top_key, &issuer_key_pem(&issuer), true)?;
     written.push(top_key);
 
-    let host_dirs: Vec<String> = plan.hosts.iter().map(|h| format!("host-{h}")).collect();
+    let host_dirs: Vec<String> = plan
+        .hosts
+        .iter()
+        .map(|(h, _)| format!("host-{h}"))
+        .collect();
     let op_dirs: Vec<String> = plan
         .operators
         .iter()
@@ -184,12 +189,12 @@ pub fn init(dir: &Path, plan: &LabPlan) -> Result<Vec<PathBuf>, TlsError> {
         server: true,
         client: false,
     }];
-    for (h, d) in plan.hosts.iter().zip(&host_dirs) {
+    for ((h, hv), d) in plan.hosts.iter().zip(&host_dirs) {
         leaves.push(Leaf {
             dir: d,
             role: Role::Host,
             name: h,
-            vms: &plan.vms,
+            vms: hv,
             server: true,
             client: true,
         });

@@ -21,8 +21,10 @@ fn scratch(name: &str) -> PathBuf {
 
 fn plan() -> LabPlan {
     LabPlan {
-        hosts: vec!["h1".into(), "h2".into()],
-        vms: vec!["vm0".into()],
+        hosts: vec![
+            ("h1".into(), vec!["vm0".into()]),
+            ("h2".into(), vec!["vm0".into()]),
+        ],
         operators: vec!["alice".into()],
         storage: "store".into(),
         server_names: vec!["localhost".into(), "127.0.0.1".into()],
@@ -78,13 +80,16 @@ fn lab_layout_and_identities() {
 #[test]
 fn plans_with_clashing_or_bad_names_are_refused() {
     let mut p = plan();
-    p.vms = vec!["vm".into(), "vm-2".into()];
+    p.hosts = vec![
+        ("h1".into(), vec!["vm".into()]),
+        ("h2".into(), vec!["vm-2".into()]),
+    ];
     assert!(lab::check_plan(&p).is_err());
     let mut p = plan();
-    p.hosts = vec!["a/b".into()];
+    p.hosts = vec![("a/b".into(), vec!["vm0".into()])];
     assert!(lab::check_plan(&p).is_err());
     let mut p = plan();
-    p.vms.clear();
+    p.hosts[0].1.clear();
     assert!(lab::check_plan(&p).is_err());
 }
 

@@ -99,7 +99,7 @@ pub(crate) fn serve_connection(
 /// `None` when the first bytes may be TLS (or nothing arrived).
 fn plain_client(conn: &mut Conn, limit: Duration) -> Option<String> {
     let first = conn.peek(MAGIC.len(), limit).ok()?;
-    if first != MAGIC {
+    if !first.starts_with(&MAGIC) {
         return None;
     }
     refuse(
@@ -107,6 +107,7 @@ fn plain_client(conn: &mut Conn, limit: Duration) -> Option<String> {
         E_DENIED,
         "this arbiter requires TLS: give the client --tls-cert, --tls-key and --tls-ca".into(),
     );
+    conn.drain();
     Some("client sent a plain arbiter frame; this arbiter requires TLS".into())
 }
 
