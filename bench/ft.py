@@ -145,11 +145,11 @@ class Lab:
     def start_storage(self):
         st = self.path("storage")
         os.makedirs(st)
-        self.spawn("storage", "st", [self.b.ftvm, "storage", "--dir", st, "--nbd-listen", NBD,
+        self.spawn("storage", "st", [self.b.ftvm, "storage", "--insecure", "--dir", st, "--nbd-listen", NBD,
                                      "--arbiter-listen", ARBITER, "--create", "vm0=" + self.disk_size])
         end = time.monotonic() + 20
         while time.monotonic() < end:
-            r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter", "--arbiter", ARBITER, "query", "vm0"],
+            r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter", "--insecure", "--arbiter", ARBITER, "query", "vm0"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if r.returncode == 0:
                 return
@@ -296,7 +296,7 @@ class Lab:
         return r.returncode == 0, r.stdout.decode().strip()
 
     def arbiter_history(self):
-        r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter", "--arbiter", ARBITER, "history", "vm0"],
+        r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter", "--insecure", "--arbiter", ARBITER, "history", "vm0"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         return [l for l in r.stdout.decode().splitlines() if l.strip()]
 

@@ -25,6 +25,10 @@ pub struct ArbiterArgs {
     /// How long to wait for an answer, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub timeout: f64,
+    /// TLS with this identity (history and advance need an operator's,
+    /// e.g. DIR/operator-NAME/client-*.pem), or --insecure.
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsArgs,
     #[command(subcommand)]
     pub action: ArbiterAction,
 }
@@ -88,7 +92,8 @@ pub fn arbiter(args: ArbiterArgs) -> Result<u8> {
         );
     }
     let timeout = Duration::from_secs_f64(args.timeout);
-    let client = ArbiterClient::connect_timeout(args.arbiter, timeout).map_err(explain)?;
+    let tls = args.tls.client("arbiter", ftvm_tls::Role::Storage)?;
+    let client = ArbiterClient::connect_with(args.arbiter, timeout, tls).map_err(explain)?;
     let mut out = String::new();
     match &args.action {
         ArbiterAction::Query { vm } => {

@@ -280,6 +280,9 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
 
     let storage_args: Vec<String> = [
         "storage",
+        // The logging and join channels have no TLS yet, so neither has
+        // the demo's storage (docs/security.md).
+        "--insecure",
         "--dir",
         &dir.join("storage").display().to_string(),
         "--nbd-listen",
@@ -298,7 +301,14 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
         .output_in(
             "h1",
             &exe,
-            &["arbiter", "--arbiter", ARBITER, "query", "vm0"],
+            &[
+                "arbiter",
+                "--insecure",
+                "--arbiter",
+                ARBITER,
+                "query",
+                "vm0",
+            ],
         )
         .is_none()
     {
@@ -379,7 +389,9 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
     println!("  Status of each side, and the arbiter's record:");
     println!("      ip netns exec {p}-h1 {exe_s} status {STATUS}");
     println!("      ip netns exec {p}-h2 {exe_s} status {STATUS}");
-    println!("      ip netns exec {p}-h1 {exe_s} arbiter --arbiter {ARBITER} history vm0");
+    println!(
+        "      ip netns exec {p}-h1 {exe_s} arbiter --insecure --arbiter {ARBITER} history vm0"
+    );
     println!();
     println!("  Consoles and logs: {}", dir.display());
     if auto {
@@ -560,7 +572,14 @@ fn run_auto(lab: &mut Lab, exe: &Path, loadgen: &Path, vm: &VmArgs) -> Result<u8
         .output_in(
             "h2",
             exe,
-            &["arbiter", "--arbiter", ARBITER, "history", "vm0"],
+            &[
+                "arbiter",
+                "--insecure",
+                "--arbiter",
+                ARBITER,
+                "history",
+                "vm0",
+            ],
         )
         .unwrap_or_default();
     println!("ftvm demo --auto: the arbiter's record (generation, winner, time):");

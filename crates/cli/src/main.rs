@@ -2,11 +2,13 @@
 //! line and an exit status, and hands each subcommand to its module.
 
 mod arbiter_cmd;
+mod certs_cmd;
 mod demo;
 mod replay;
 mod run;
 mod status_cmd;
 mod storage_cmd;
+mod tls_args;
 
 use std::process::ExitCode;
 
@@ -58,6 +60,8 @@ enum Command {
     Storage(storage_cmd::StorageArgs),
     /// Query or advance the arbiter of a running `ftvm storage`.
     Arbiter(arbiter_cmd::ArbiterArgs),
+    /// Make the CA, certificates and keys for TLS (`ftvm certs init DIR`).
+    Certs(certs_cmd::CertsArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::demo(args),
         Command::Storage(args) => storage_cmd::storage(args),
         Command::Arbiter(args) => arbiter_cmd::arbiter(args),
+        Command::Certs(args) => certs_cmd::certs(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

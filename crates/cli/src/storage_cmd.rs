@@ -42,6 +42,11 @@ pub struct StorageArgs {
     /// existing image of another size is an error. Repeatable.
     #[arg(long = "create", value_name = "NAME=SIZE")]
     pub create: Vec<CreateSpec>,
+    /// TLS on both ports (NBD through NBD_OPT_STARTTLS, the arbiter from
+    /// the first byte) with client certificates required and checked
+    /// (see docs/security.md), or --insecure.
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsArgs,
 }
 
 /// `--create NAME=SIZE`.
@@ -197,6 +202,7 @@ pub fn storage(args: StorageArgs) -> Result<u8> {
             anyhow::bail!("--default-export {d:?} is not a valid export name (1-255 characters from [A-Za-z0-9._+-], not starting with '.')");
         }
     }
+    let tls = args.tls.server("storage")?;
     for path in prepare_dir(&args.dir, &args.create)? {
         eprintln!("ftvm storage: created {}", path.display());
     }
@@ -205,6 +211,7 @@ pub fn storage(args: StorageArgs) -> Result<u8> {
     let mut config = StorageConfig::new(args.dir, args.nbd_listen, args.arbiter_listen);
     config.read_only = args.read_only;
     config.default_export = args.default_export;
+    config.tls = tls;
     let server = StorageServer::start(config, shutdown)?;
     // Machine-readable, for scripts and tests that listen on port 0.
     let mut out = io::stdout().lock();

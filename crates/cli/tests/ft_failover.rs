@@ -142,7 +142,7 @@ impl Pair {
             extra.push("--local-disks".into());
         }
         let storage = ftvm_in(&net.ns("st"))
-            .args(["storage", "--dir"])
+            .args(["storage", "--insecure", "--dir"])
             .arg(&st_dir)
             .args([
                 "--nbd-listen",
@@ -299,7 +299,14 @@ impl Pair {
         let t = Instant::now();
         loop {
             let out = ftvm_in(&self.net.ns("h1"))
-                .args(["arbiter", "--arbiter", ARBITER, "query", "vm0"])
+                .args([
+                    "arbiter",
+                    "--insecure",
+                    "--arbiter",
+                    ARBITER,
+                    "query",
+                    "vm0",
+                ])
                 .output()
                 .expect("ftvm arbiter");
             if out.status.success() {
@@ -412,7 +419,14 @@ impl Pair {
     /// The arbiter's wins for vm0, one per line.
     fn arbiter_history(&self) -> Vec<String> {
         let out = ftvm_in(&self.net.ns("h1"))
-            .args(["arbiter", "--arbiter", ARBITER, "history", "vm0"])
+            .args([
+                "arbiter",
+                "--insecure",
+                "--arbiter",
+                ARBITER,
+                "history",
+                "vm0",
+            ])
             .output()
             .expect("ftvm arbiter history");
         assert!(out.status.success(), "arbiter history failed");

@@ -140,6 +140,7 @@ impl Storage {
     fn start(dir: &Path, nbd: &str, arbiter: &str, extra: &[&str]) -> Storage {
         let mut child = ftvm()
             .arg("storage")
+            .arg("--insecure")
             .arg("--dir")
             .arg(dir)
             .args(["--nbd-listen", nbd, "--arbiter-listen", arbiter])
@@ -344,6 +345,7 @@ fn storage_serves_qemu_tools_and_survives_garbage() {
     assert_eq!(read(&url), dump);
     let q = run(ftvm().args([
         "arbiter",
+        "--insecure",
         "--arbiter",
         &srv.arbiter.to_string(),
         "query",
@@ -368,7 +370,8 @@ fn storage_serves_qemu_tools_and_survives_garbage() {
 
 fn arbiter_cmd(arb: &str, args: &[&str]) -> Output {
     let mut cmd = ftvm();
-    cmd.args(["arbiter", "--arbiter", arb]).args(args);
+    cmd.args(["arbiter", "--insecure", "--arbiter", arb])
+        .args(args);
     run(&mut cmd)
 }
 

@@ -5,12 +5,17 @@
 //! and closes peers that stall inside a frame or idle too long. Waiting for
 //! the first byte of a frame may take as long as the idle limit allows; once
 //! a frame has started, every further byte must arrive within the stall
-//! limit of the previous one.
+//! limit of the previous one. The stream may be plain TCP or TLS
+//! ([`Transport`]); [`Conn::start_tls`] upgrades it in place, handing the
+//! bytes already read ahead to the TLS session so none is lost.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use ftvm_tls::{Identity, ServerStream, ServerTls, TlsError};
+
+use crate::transport::Transport;
 use crate::Shutdown;
 
 /// How often a blocked read wakes up to look at the shutdown flag.
@@ -31,6 +36,8 @@ pub(crate) enum ReadFail {
     Stalled { got: usize, want: usize },
     /// The server is shutting down.
     Shutdown,
+    /// The peer sent TLS data that does not decrypt or breaks the protocol.
+    Tls(String),
     /// The socket failed.
     Io(io::Error),
 }
@@ -48,6 +55,7 @@ impl std::fmt::Display for ReadFail {
                 write!(f, "truncated frame: stalled after {got} of {want} bytes")
             }
             ReadFail::Shutdown => write!(f, "server shutting down"),
+            ReadFail::Tls(e) => write!(f, "bad TLS data: {e}"),
             ReadFail::Io(e) => write!(f, "socket error: {e}"),
         }
     }
@@ -55,7 +63,7 @@ impl std::fmt::Display for ReadFail {
 
 /// A server-side connection: buffered frame reads, unbuffered writes.
 pub(crate) struct Conn {
-    stream: TcpStream,
+    stream: Transport,
     peer: SocketAddr,
     buf: Box<[u8]>,
     start: usize,
@@ -80,7 +88,7 @@ impl Conn {
         stream.set_read_timeout(Some(POLL))?;
         stream.set_write_timeout(Some(stall.max(POLL)))?;
         Ok(Conn {
-            stream,
+            stream: Transport::Plain(stream),
             peer,
             buf: vec![0u8; BUF_SIZE].into_boxed_slice(),
             start: 0,
@@ -92,6 +100,82 @@ impl Conn {
 
     pub(crate) fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Upgrades the connection to TLS as its server: the bytes read ahead
+    /// so far are the start of the client's handshake. The handshake must
+    /// end within `limit`, and stops early for server shutdown. Returns the
+    /// client's verified identity; on failure the connection is unusable.
+    pub(crate) fn start_tls(
+        &mut self,
+        tls: &ServerTls,
+        limit: Duration,
+    ) -> Result<Identity, TlsError> {
+        let Transport::Plain(sock) = std::mem::replace(&mut self.stream, Transport::Gone) else {
+            return Err(TlsError::Config("TLS is already running".into()));
+        };
+        let prefix = self.buf[self.start..self.end].to_vec();
+        self.start = 0;
+        self.end = 0;
+        let shutdown = self.shutdown.clone();
+        let stop = move || shutdown.is_triggered();
+        let (s, id) = ServerStream::accept(tls, sock, &prefix, Instant::now() + limit, &stop)?;
+        self.stream = Transport::TlsServer(Box::new(s));
+        Ok(id)
+    }
+
+    /// Waits (up to `idle`) until at least `n` bytes are buffered and
+    /// returns them without consuming them (fewer if the peer closed).
+    pub(crate) fn peek(&mut self, n: usize, idle: Duration) -> Result<&[u8], ReadFail> {
+        let n = n.min(self.buf.len());
+        if self.end - self.start < n && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let begun = Instant::now();
+        while self.end - self.start < n {
+            match self.stream.read(&mut self.buf[self.end..]) {
+                Ok(0) => break,
+                Ok(k) => self.end += k,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if self.shutdown.is_triggered() {
+                        return Err(ReadFail::Shutdown);
+                    }
+                    if begun.elapsed() >= idle {
+                        return Err(ReadFail::Idle(idle));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadFail::Io(e)),
+            }
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    /// Reads and drops what the peer has sent, until a read times out or
+    /// the peer closes (at most 64 KiB): closing a socket with unread data
+    /// resets the connection, which can destroy a last answer in flight.
+    pub(crate) fn drain(&mut self) {
+        self.start = 0;
+        self.end = 0;
+        let mut total = 0;
+        while total < BUF_SIZE {
+            match self.stream.read(&mut self.buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    }
+
+    /// Whether the connection runs TLS.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     /// Bytes already received and not yet consumed.
@@ -142,6 +226,12 @@ impl Conn {
                 self.end = 0;
                 self.stream.read(&mut self.buf)
             };
+            let result = match result {
+                // TLS reports a TCP close without close_notify this way;
+                // for framing it is a close like any other.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+                other => other,
+            };
             match result {
                 Ok(0) => {
                     return Err(if got == 0 && frame_start {
@@ -178,6 +268,9 @@ impl Conn {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::InvalidData && self.stream.is_tls() => {
+                    return Err(ReadFail::Tls(e.to_string()))
+                }
                 Err(e) => return Err(ReadFail::Io(e)),
             }
         }
@@ -186,11 +279,13 @@ impl Conn {
 
     /// Writes all of `bytes` (bounded by the write timeout).
     pub(crate) fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        self.stream.write_all(bytes)?;
+        self.stream.flush()
     }
 
-    /// Closes both directions; errors are irrelevant at this point.
-    pub(crate) fn close(&self) {
-        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    /// Closes both directions (after a TLS close_notify); errors are
+    /// irrelevant at this point.
+    pub(crate) fn close(&mut self) {
+        self.stream.close();
     }
 }

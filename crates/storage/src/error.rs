@@ -70,6 +70,16 @@ pub enum NbdError {
         export: String,
         message: String,
     },
+    /// The client wants TLS and the server does not offer it.
+    #[error("NBD server {addr} does not offer TLS (NBD_OPT_STARTTLS refused: {message})")]
+    NoTls { addr: SocketAddr, message: String },
+    /// The TLS handshake failed (certificate refused on either side, wrong
+    /// role, not TLS at all).
+    #[error("NBD server {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: ftvm_tls::TlsError,
+    },
     /// After a reconnection the export no longer has the size it had.
     #[error("NBD export {export:?} changed size from {was} to {now} bytes while reconnecting")]
     SizeChanged { export: String, was: u64, now: u64 },
@@ -123,4 +133,10 @@ pub enum ArbiterError {
     /// The request cannot be encoded (empty or oversized names).
     #[error("invalid arbiter request: {0}")]
     Invalid(String),
+    /// The TLS handshake with the arbiter failed (no time is left to retry).
+    #[error("arbiter {addr}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        source: ftvm_tls::TlsError,
+    },
 }

@@ -26,10 +26,12 @@
 //! ```
 
 pub mod arbiter;
+mod authz;
 mod conn;
 mod error;
 pub mod nbd;
 mod sys;
+mod transport;
 
 pub use arbiter::wire::{Outcome, VmStatus, Win};
 pub use arbiter::ArbiterClient;
@@ -73,6 +75,10 @@ pub struct StorageConfig {
     pub stall_timeout: Duration,
     /// Connections served at once on each port; more are refused.
     pub max_connections: usize,
+    /// TLS for both ports (NBD via NBD_OPT_STARTTLS, the arbiter from the
+    /// first byte), with every client authenticated and each request
+    /// checked against its identity; `None` serves plain TCP to anyone.
+    pub tls: Option<ftvm_tls::ServerTls>,
 }
 
 impl StorageConfig {
@@ -90,6 +96,7 @@ impl StorageConfig {
             arbiter_idle_timeout: Some(Duration::from_secs(600)),
             stall_timeout: Duration::from_secs(30),
             max_connections: 256,
+            tls: None,
         }
     }
 }
@@ -204,11 +211,14 @@ impl StorageServer {
             handshake_timeout: config.handshake_timeout,
             idle_timeout: config.idle_timeout,
             stall_timeout: config.stall_timeout,
+            tls: config.tls.clone(),
         });
         let arb_shared = Arc::new(arbiter::server::ArbiterShared {
             store: Mutex::new(store),
             idle_timeout: config.arbiter_idle_timeout,
             stall_timeout: config.stall_timeout,
+            tls: config.tls.clone(),
+            handshake_timeout: config.handshake_timeout,
         });
 
         let sd = shutdown.clone();

@@ -5,15 +5,21 @@
 //! twice, and a repeated ADVANCE is accepted while nobody has claimed the new
 //! generation. When the deadline passes the call fails — a timeout or an
 //! unreachable arbiter is an error and never a win, so a caller that cannot
-//! reach the arbiter does not go live.
+//! reach the arbiter does not go live. With TLS ([`ArbiterClient::with_tls`])
+//! each connection is TLS from its first byte; a certificate refused by
+//! either side ends the call at once with [`ArbiterError::Tls`] (retrying
+//! cannot fix it), while a handshake cut short counts as a lost connection.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ftvm_tls::{ClientStream, ClientTls, TlsError};
+
 use super::wire::*;
 use crate::error::ArbiterError;
+use crate::transport::Transport;
 
 /// Default limit for [`ArbiterClient::connect`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -22,7 +28,18 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct ArbiterClient {
     addr: SocketAddr,
-    conn: Mutex<Option<TcpStream>>,
+    tls: Option<ClientTls>,
+    conn: Mutex<Option<Transport>>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.is_tls() {
+            "Transport(TLS)"
+        } else {
+            "Transport(plain)"
+        })
+    }
 }
 
 enum Attempt {
@@ -30,6 +47,8 @@ enum Attempt {
     Connect(io::Error),
     /// Connected, but the exchange failed.
     Exchange(String),
+    /// The TLS handshake was refused: retrying will not help.
+    Tls(TlsError),
 }
 
 impl ArbiterClient {
@@ -43,10 +62,31 @@ impl ArbiterClient {
         addr: SocketAddr,
         timeout: Duration,
     ) -> Result<ArbiterClient, ArbiterError> {
-        let stream = open(addr, timeout.max(Duration::from_millis(1)))
-            .map_err(|source| ArbiterError::Unreachable { addr, source })?;
+        Self::connect_with(addr, timeout, None)
+    }
+
+    /// Connects now within `timeout`, over TLS if `tls` is given.
+    pub fn connect_with(
+        addr: SocketAddr,
+        timeout: Duration,
+        tls: Option<ClientTls>,
+    ) -> Result<ArbiterClient, ArbiterError> {
+        let stream = match open(addr, timeout.max(Duration::from_millis(1)), tls.as_ref()) {
+            Ok(s) => s,
+            Err(Attempt::Tls(source)) => return Err(ArbiterError::Tls { addr, source }),
+            Err(Attempt::Connect(source)) => {
+                return Err(ArbiterError::Unreachable { addr, source })
+            }
+            Err(Attempt::Exchange(e)) => {
+                return Err(ArbiterError::Unreachable {
+                    addr,
+                    source: io::Error::other(e),
+                })
+            }
+        };
         Ok(ArbiterClient {
             addr,
+            tls,
             conn: Mutex::new(Some(stream)),
         })
     }
@@ -55,8 +95,16 @@ impl ArbiterClient {
     pub fn new(addr: SocketAddr) -> ArbiterClient {
         ArbiterClient {
             addr,
+            tls: None,
             conn: Mutex::new(None),
         }
+    }
+
+    /// The same client speaking TLS with `tls` (for clients made with
+    /// [`new`](Self::new), before their first call).
+    pub fn with_tls(mut self, tls: ClientTls) -> ArbiterClient {
+        self.tls = Some(tls);
+        self
     }
 
     /// The arbiter's address.
@@ -131,7 +179,7 @@ impl ArbiterClient {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<TcpStream>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Transport>> {
         match self.conn.lock() {
             Ok(g) => g,
             Err(p) => {
@@ -162,6 +210,12 @@ impl ArbiterClient {
                         })
                     }
                     Ok(reply) => return Ok(reply),
+                    Err(Attempt::Tls(source)) => {
+                        return Err(ArbiterError::Tls {
+                            addr: self.addr,
+                            source,
+                        })
+                    }
                     Err(f) => {
                         if let Attempt::Exchange(_) = &f {
                             ever_connected = true;
@@ -190,6 +244,10 @@ impl ArbiterClient {
                         ms: timeout_ms,
                         last: e,
                     },
+                    Some(Attempt::Tls(source)) => ArbiterError::Tls {
+                        addr: self.addr,
+                        source,
+                    },
                     None => ArbiterError::Timeout {
                         addr: self.addr,
                         ms: timeout_ms,
@@ -204,12 +262,12 @@ impl ArbiterClient {
 
     fn attempt(
         &self,
-        conn: &mut Option<TcpStream>,
+        conn: &mut Option<Transport>,
         frame: &[u8],
         remaining: Duration,
     ) -> Result<Reply, Attempt> {
         if conn.is_none() {
-            *conn = Some(open(self.addr, remaining).map_err(Attempt::Connect)?);
+            *conn = Some(open(self.addr, remaining, self.tls.as_ref())?);
         }
         let Some(stream) = conn.as_mut() else {
             return Err(Attempt::Exchange("no connection".into()));
@@ -219,34 +277,63 @@ impl ArbiterClient {
             // The stream's position in the reply sequence is unknown now.
             *conn = None;
         }
-        result.map_err(Attempt::Exchange)
+        result
     }
 }
 
-fn open(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
-    let s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_nodelay(true)?;
-    Ok(s)
+/// Connects, and with `tls` runs the handshake, within `timeout`.
+fn open(
+    addr: SocketAddr,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<Transport, Attempt> {
+    let started = std::time::Instant::now();
+    let s = TcpStream::connect_timeout(&addr, timeout).map_err(Attempt::Connect)?;
+    s.set_nodelay(true).map_err(Attempt::Connect)?;
+    let Some(tls) = tls else {
+        return Ok(Transport::Plain(s));
+    };
+    let t = Some(timeout.max(Duration::from_millis(1)));
+    s.set_read_timeout(t)
+        .and_then(|()| s.set_write_timeout(t))
+        .map_err(Attempt::Connect)?;
+    match ClientStream::connect(tls, s, started + timeout) {
+        Ok((s, _server)) => Ok(Transport::TlsClient(Box::new(s))),
+        Err(e @ (TlsError::Tls(_) | TlsError::PeerIdentity(_))) => Err(Attempt::Tls(e)),
+        Err(e) => Err(Attempt::Exchange(e.to_string())),
+    }
 }
 
-fn exchange(stream: &mut TcpStream, frame: &[u8], remaining: Duration) -> Result<Reply, String> {
+/// A failed read: a TLS alert from the server (it refused our
+/// certificate, which TLS 1.3 reports only after the client's side of the
+/// handshake is done) is final; anything else is a lost connection.
+fn read_failed(e: io::Error) -> Attempt {
+    let tls = e.kind() == io::ErrorKind::InvalidData
+        && e.get_ref().is_some_and(|inner| inner.is::<TlsError>());
+    if tls {
+        if let Some(Ok(t)) = e.into_inner().map(|b| b.downcast::<TlsError>()) {
+            return Attempt::Tls(*t);
+        }
+        return Attempt::Exchange("reading reply: TLS failure".into());
+    }
+    Attempt::Exchange(format!("reading reply: {e}"))
+}
+
+fn exchange(stream: &mut Transport, frame: &[u8], remaining: Duration) -> Result<Reply, Attempt> {
     let t = Some(remaining.max(Duration::from_millis(1)));
     stream
-        .set_write_timeout(t)
-        .and_then(|()| stream.set_read_timeout(t))
-        .map_err(|e| format!("configuring socket: {e}"))?;
+        .set_timeouts(t)
+        .map_err(|e| Attempt::Exchange(format!("configuring socket: {e}")))?;
     stream
         .write_all(frame)
-        .map_err(|e| format!("sending request: {e}"))?;
+        .and_then(|()| stream.flush())
+        .map_err(|e| Attempt::Exchange(format!("sending request: {e}")))?;
     let mut header = [0u8; HEADER_LEN];
-    stream
-        .read_exact(&mut header)
-        .map_err(|e| format!("reading reply: {e}"))?;
-    let (kind, len) = parse_header(&header, MAX_REPLY_BODY).map_err(|e| e.to_string())?;
+    stream.read_exact(&mut header).map_err(read_failed)?;
+    let (kind, len) =
+        parse_header(&header, MAX_REPLY_BODY).map_err(|e| Attempt::Exchange(e.to_string()))?;
     let mut rest = vec![0u8; len as usize + CRC_LEN];
-    stream
-        .read_exact(&mut rest)
-        .map_err(|e| format!("reading reply: {e}"))?;
-    let body = check_crc(&header, &rest).map_err(|e| e.to_string())?;
-    Reply::decode(kind, body).map_err(|e| e.to_string())
+    stream.read_exact(&mut rest).map_err(read_failed)?;
+    let body = check_crc(&header, &rest).map_err(|e| Attempt::Exchange(e.to_string()))?;
+    Reply::decode(kind, body).map_err(|e| Attempt::Exchange(e.to_string()))
 }

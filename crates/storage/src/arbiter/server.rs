@@ -5,7 +5,12 @@
 //! without an answer; a wrong version, oversized or malformed frame gets an
 //! error frame first; a request that is merely refused (an empty name, an
 //! ADVANCE that does not advance) gets an error frame and the connection
-//! stays open.
+//! stays open. With TLS configured the connection is TLS from its first
+//! byte: a client without a valid certificate from the CA (or one that
+//! replays another connection's handshake, or sends plain frames) fails
+//! the handshake and is closed, and every request is checked against the
+//! client's identity (`authz`) before it touches the store; a refusal is
+//! one log line and an `E_DENIED` error frame, and nothing is written.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -15,6 +20,7 @@ use tracing::{debug, error, info, warn};
 
 use super::store::Store;
 use super::wire::*;
+use crate::authz::{self, Peer};
 use crate::conn::{Conn, ReadFail};
 use crate::Shutdown;
 
@@ -22,6 +28,10 @@ pub(crate) struct ArbiterShared {
     pub store: Mutex<Store>,
     pub idle_timeout: Option<Duration>,
     pub stall_timeout: Duration,
+    /// TLS for every connection, or `None` for plain TCP (`--insecure`).
+    pub tls: Option<ftvm_tls::ServerTls>,
+    /// Limit for the TLS handshake.
+    pub handshake_timeout: Duration,
 }
 
 fn now_unix_ms() -> u64 {
@@ -45,8 +55,33 @@ pub(crate) fn serve_connection(
             return;
         }
     };
+    let who = match &shared.tls {
+        None => Peer::Unauthenticated,
+        Some(tls) => {
+            if let Some(why) = plain_client(&mut conn, shared.handshake_timeout) {
+                warn!(%peer, "arbiter: refused: {why}");
+                conn.close();
+                return;
+            }
+            match conn.start_tls(tls, shared.handshake_timeout) {
+                Ok(id) => {
+                    debug!(%peer, identity = %id, "arbiter: TLS client");
+                    Peer::Verified(id)
+                }
+                Err(ftvm_tls::TlsError::Stopped) => {
+                    conn.close();
+                    return;
+                }
+                Err(e) => {
+                    warn!(%peer, "arbiter: refused: TLS handshake failed: {e}");
+                    conn.close();
+                    return;
+                }
+            }
+        }
+    };
     loop {
-        match one_request(&mut conn, &shared) {
+        match one_request(&mut conn, &shared, &who) {
             Ok(()) => {}
             Err(Some(why)) => {
                 warn!(%peer, "arbiter: closing connection: {why}");
@@ -58,6 +93,24 @@ pub(crate) fn serve_connection(
     conn.close();
 }
 
+/// A client that sends a plain arbiter frame to a TLS arbiter gets one
+/// plain error frame saying so — its client then stops at once instead of
+/// retrying — and the connection is closed. Returns the log reason, or
+/// `None` when the first bytes may be TLS (or nothing arrived).
+fn plain_client(conn: &mut Conn, limit: Duration) -> Option<String> {
+    let first = conn.peek(MAGIC.len(), limit).ok()?;
+    if !first.starts_with(&MAGIC) {
+        return None;
+    }
+    refuse(
+        conn,
+        E_DENIED,
+        "this arbiter requires TLS: give the client --tls-cert, --tls-key and --tls-ca".into(),
+    );
+    conn.drain();
+    Some("client sent a plain arbiter frame; this arbiter requires TLS".into())
+}
+
 fn refuse(conn: &mut Conn, code: u16, message: String) {
     let frame = Reply::Error { code, message }.encode();
     let _ = conn.write_all(&frame);
@@ -65,7 +118,7 @@ fn refuse(conn: &mut Conn, code: u16, message: String) {
 
 /// Handles one request. `Err(Some(reason))` closes the connection with a
 /// warning, `Err(None)` closes it quietly.
-fn one_request(conn: &mut Conn, shared: &ArbiterShared) -> Result<(), Option<String>> {
+fn one_request(conn: &mut Conn, shared: &ArbiterShared, who: &Peer) -> Result<(), Option<String>> {
     let peer = conn.peer();
     let mut header = [0u8; HEADER_LEN];
     match conn.read_frame_start(&mut header, shared.idle_timeout) {
@@ -109,7 +162,16 @@ fn one_request(conn: &mut Conn, shared: &ArbiterShared) -> Result<(), Option<Str
             return Err(Some(e.to_string()));
         }
     };
-    let reply = handle(&request, shared, peer);
+    let reply = match authz::may_request(who, &request) {
+        Ok(()) => handle(&request, shared, peer),
+        Err(why) => {
+            warn!(%peer, "arbiter: refused: {why}");
+            Reply::Error {
+                code: E_DENIED,
+                message: why,
+            }
+        }
+    };
     conn.write_all(&reply.encode())
         .map_err(|e| Some(format!("cannot send reply: {e}")))
 }

@@ -50,6 +50,8 @@ pub const E_STALE: u16 = 4;
 pub const E_STORAGE: u16 = 5;
 /// Unknown message type.
 pub const E_UNKNOWN_TYPE: u16 = 6;
+/// The client's TLS identity may not make this request; nothing changed.
+pub const E_DENIED: u16 = 7;
 
 /// The answer to a test-and-set.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,17 +8,23 @@
 //! and FLUSH are idempotent at the block level, and a request only returns
 //! success once the server has acknowledged it, which `ftvm storage` does
 //! only after the data is durable. A storage server that goes away therefore
-//! makes I/O wait and resume; nothing acknowledged is lost.
+//! makes I/O wait and resume; nothing acknowledged is lost. With
+//! [`NbdClientOptions::tls`] every connection upgrades with NBD_OPT_STARTTLS
+//! as its first option and runs the rest of the handshake and all I/O inside
+//! TLS; a server that does not agree, or whose certificate is not a storage
+//! identity from our CA, is not used.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ftvm_tls::{ClientStream, ClientTls};
 use tracing::{info, warn};
 
 use super::proto::*;
 use crate::error::NbdError;
+use crate::transport::Transport;
 
 /// Connection and retry policy of an [`NbdClient`].
 #[derive(Debug, Clone)]
@@ -35,6 +41,10 @@ pub struct NbdClientOptions {
     /// Give up on a request after retrying this long; `None` retries for as
     /// long as it takes (I/O waits for the storage server to come back).
     pub retry_for: Option<Duration>,
+    /// Upgrade every connection with NBD_OPT_STARTTLS, authenticating with
+    /// this certificate and requiring a storage identity of the server;
+    /// `None` speaks plain NBD.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for NbdClientOptions {
@@ -45,6 +55,7 @@ impl Default for NbdClientOptions {
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             retry_for: None,
+            tls: None,
         }
     }
 }
@@ -58,7 +69,7 @@ struct ExportInfo {
 }
 
 struct Session {
-    stream: TcpStream,
+    stream: Transport,
     info: ExportInfo,
 }
 
@@ -392,7 +403,8 @@ impl Drop for NbdClient {
                 length: 0,
             };
             let _ = s.stream.write_all(&req.encode());
-            let _ = s.stream.shutdown(std::net::Shutdown::Both);
+            let _ = s.stream.flush();
+            s.stream.close();
         }
         inner.session = None;
     }
@@ -421,6 +433,7 @@ impl Session {
                 .and_then(|()| self.stream.write_all(p)),
             None => self.stream.write_all(&head),
         }
+        .and_then(|()| self.stream.flush())
         .map_err(|e| format!("sending request: {e}"))?;
         let mut reply = [0u8; SIMPLE_REPLY_LEN];
         self.stream
@@ -469,7 +482,7 @@ fn open_session(
     export: &str,
     opts: &NbdClientOptions,
 ) -> Result<Session, NbdError> {
-    let mut stream = TcpStream::connect_timeout(&addr, opts.connect_timeout)
+    let sock = TcpStream::connect_timeout(&addr, opts.connect_timeout)
         .map_err(|e| io_err(addr, "connecting", e))?;
     let setup = |s: &TcpStream| -> io::Result<()> {
         s.set_nodelay(true)?;
@@ -477,8 +490,9 @@ fn open_session(
         s.set_read_timeout(Some(opts.io_timeout))?;
         s.set_write_timeout(Some(opts.io_timeout))
     };
-    setup(&stream).map_err(|e| io_err(addr, "configuring socket", e))?;
-    let rd = |s: &mut TcpStream, buf: &mut [u8]| {
+    setup(&sock).map_err(|e| io_err(addr, "configuring socket", e))?;
+    let mut stream = Transport::Plain(sock);
+    let rd = |s: &mut Transport, buf: &mut [u8]| {
         s.read_exact(buf)
             .map_err(|e| io_err(addr, "reading handshake", e))
     };
@@ -503,11 +517,15 @@ fn open_session(
     }
     let no_zeroes = hflags & FLAG_NO_ZEROES != 0;
     let cflags = FLAG_C_FIXED_NEWSTYLE | if no_zeroes { FLAG_C_NO_ZEROES } else { 0 };
-    let wr = |s: &mut TcpStream, b: &[u8]| {
+    let wr = |s: &mut Transport, b: &[u8]| {
         s.write_all(b)
+            .and_then(|()| s.flush())
             .map_err(|e| io_err(addr, "sending handshake", e))
     };
     wr(&mut stream, &cflags.to_be_bytes())?;
+    if let Some(tls) = &opts.tls {
+        stream = start_tls(stream, tls, addr, opts.io_timeout)?;
+    }
     wr(
         &mut stream,
         &option_request(OPT_GO, &go_data(export, &[INFO_BLOCK_SIZE])),
@@ -582,6 +600,16 @@ fn open_session(
                 }
                 return finish(stream, be64(&b[0..8]), be16(&b[8..10]), max_payload);
             }
+            REP_ERR_TLS_REQD => {
+                return Err(NbdError::Refused {
+                    addr,
+                    export: export.to_string(),
+                    message: format!(
+                        "the server requires TLS (NBD_REP_ERR_TLS_REQD: {}); give this client --tls-cert/--tls-key/--tls-ca",
+                        String::from_utf8_lossy(&data)
+                    ),
+                })
+            }
             REP_ERR_UNKNOWN => {
                 return Err(NbdError::NoSuchExport {
                     addr,
@@ -604,7 +632,49 @@ fn open_session(
     }
 }
 
-fn finish(stream: TcpStream, size: u64, flags: u16, max_payload: u32) -> Result<Session, NbdError> {
+/// Sends NBD_OPT_STARTTLS, expects NBD_REP_ACK and runs the TLS handshake.
+fn start_tls(
+    mut stream: Transport,
+    tls: &ClientTls,
+    addr: SocketAddr,
+    limit: Duration,
+) -> Result<Transport, NbdError> {
+    stream
+        .write_all(&option_request(OPT_STARTTLS, &[]))
+        .and_then(|()| stream.flush())
+        .map_err(|e| io_err(addr, "sending NBD_OPT_STARTTLS", e))?;
+    let mut head = [0u8; 20];
+    stream
+        .read_exact(&mut head)
+        .map_err(|e| io_err(addr, "reading the NBD_OPT_STARTTLS reply", e))?;
+    if be64(&head[0..8]) != OPT_REPLY_MAGIC || be32(&head[8..12]) != OPT_STARTTLS {
+        return Err(protocol(addr, "bad reply to NBD_OPT_STARTTLS"));
+    }
+    let rep = be32(&head[12..16]);
+    let len = be32(&head[16..20]);
+    if len > MAX_OPTION_DATA {
+        return Err(protocol(addr, format!("option reply of {len} bytes")));
+    }
+    let mut data = vec![0u8; len as usize];
+    stream
+        .read_exact(&mut data)
+        .map_err(|e| io_err(addr, "reading the NBD_OPT_STARTTLS reply", e))?;
+    if rep != REP_ACK {
+        // A client that wants TLS must not carry on without it.
+        return Err(NbdError::NoTls {
+            addr,
+            message: format!("reply 0x{rep:08x}: {}", String::from_utf8_lossy(&data)),
+        });
+    }
+    let Transport::Plain(sock) = stream else {
+        return Err(protocol(addr, "TLS started twice"));
+    };
+    let (s, _server) = ClientStream::connect(tls, sock, Instant::now() + limit)
+        .map_err(|source| NbdError::Tls { addr, source })?;
+    Ok(Transport::TlsClient(Box::new(s)))
+}
+
+fn finish(stream: Transport, size: u64, flags: u16, max_payload: u32) -> Result<Session, NbdError> {
     Ok(Session {
         stream,
         info: ExportInfo {

@@ -1,5 +1,5 @@
 //! The NBD server side of one connection: the fixed-newstyle handshake
-//! (EXPORT_NAME, INFO, GO, LIST, ABORT; STRUCTURED_REPLY, STARTTLS and every
+//! (EXPORT_NAME, INFO, GO, LIST, ABORT, STARTTLS; STRUCTURED_REPLY and every
 //! other option answered NBD_REP_ERR_UNSUP) and the transmission phase with
 //! simple replies (READ, WRITE, FLUSH, TRIM, WRITE_ZEROES, DISC). The FT
 //! rule is that a write is acknowledged only once it is durable: every WRITE
@@ -9,7 +9,13 @@
 //! per burst rather than once per request. Anything that breaks the protocol
 //! (bad magic, unknown client flags, absurd lengths, a frame cut short or
 //! stalled) closes this connection with a log line naming the peer and the
-//! reason; the rest of the server carries on.
+//! reason; the rest of the server carries on. With TLS configured the
+//! server is in the protocol's FORCEDTLS mode: before NBD_OPT_STARTTLS
+//! every option but STARTTLS and ABORT is answered NBD_REP_ERR_TLS_REQD
+//! and EXPORT_NAME closes the connection; after it, haggling continues
+//! inside TLS and each export is opened (or listed) only for an identity
+//! that `authz` allows. A client refused before TLS gets one log line when
+//! it leaves, naming what it tried.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -19,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use super::export::{Catalog, Export};
 use super::proto::*;
+use crate::authz::{self, Peer};
 use crate::conn::{Conn, ReadFail};
 use crate::Shutdown;
 
@@ -36,6 +43,8 @@ pub(crate) struct NbdSettings {
     pub handshake_timeout: Duration,
     pub idle_timeout: Option<Duration>,
     pub stall_timeout: Duration,
+    /// TLS (FORCEDTLS mode), or `None` for plain NBD (`--insecure`).
+    pub tls: Option<ftvm_tls::ServerTls>,
 }
 
 /// How a connection ended.
@@ -110,8 +119,97 @@ fn transmission_flags(export: &Export) -> u16 {
 }
 
 /// Runs option haggling. `Ok(Some)` enters transmission with that export,
-/// `Ok(None)` is a soft disconnect (NBD_OPT_ABORT).
+/// `Ok(None)` is a soft disconnect (NBD_OPT_ABORT). A client that was
+/// refused for want of TLS and then leaves ends as `End::Bad`, so its
+/// refusal is logged once, with what it asked for.
 fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
+    let mut refused = None;
+    let result = haggle(conn, s, &mut refused);
+    match (refused, result) {
+        (Some(first), Ok(None)) => Err(End::Bad(format!(
+            "refused: client did not start TLS ({first} needs NBD_OPT_STARTTLS first), then ended the handshake"
+        ))),
+        (Some(first), Err(End::Clean(why))) => Err(End::Bad(format!(
+            "refused: client did not start TLS ({first} needs NBD_OPT_STARTTLS first); {why}"
+        ))),
+        (_, other) => other,
+    }
+}
+
+/// What happened to an option received before TLS started.
+enum BeforeTls {
+    /// Answered (refused); haggling continues.
+    Answered,
+    /// NBD_OPT_ABORT.
+    Abort,
+    /// TLS runs now, with this client.
+    Started(ftvm_tls::Identity),
+}
+
+/// FORCEDTLS before the upgrade: STARTTLS upgrades, ABORT ends,
+/// EXPORT_NAME (which cannot be refused) closes, everything else is
+/// NBD_REP_ERR_TLS_REQD. `refused` keeps the first option refused so.
+fn before_tls(
+    conn: &mut Conn,
+    tls: &ftvm_tls::ServerTls,
+    s: &NbdSettings,
+    option: u32,
+    data: &[u8],
+    refused: &mut Option<String>,
+) -> Result<BeforeTls, End> {
+    let mut out = Vec::new();
+    match option {
+        OPT_STARTTLS if !data.is_empty() => {
+            option_reply(
+                &mut out,
+                option,
+                REP_ERR_INVALID,
+                b"NBD_OPT_STARTTLS takes no data",
+            );
+        }
+        OPT_STARTTLS => {
+            option_reply(&mut out, option, REP_ACK, &[]);
+            send(conn, &out)?;
+            return match conn.start_tls(tls, s.handshake_timeout) {
+                Ok(id) => {
+                    debug!(peer = %conn.peer(), identity = %id, "nbd: TLS started");
+                    Ok(BeforeTls::Started(id))
+                }
+                Err(ftvm_tls::TlsError::Stopped) => Err(End::Shutdown),
+                Err(e) => Err(End::Bad(format!("refused: TLS handshake failed: {e}"))),
+            };
+        }
+        OPT_ABORT => {
+            option_reply(&mut out, option, REP_ACK, &[]);
+            let _ = conn.write_all(&out);
+            return Ok(BeforeTls::Abort);
+        }
+        OPT_EXPORT_NAME => {
+            return Err(End::Bad(
+                "refused: NBD_OPT_EXPORT_NAME without TLS (this server requires NBD_OPT_STARTTLS first)"
+                    .into(),
+            ));
+        }
+        _ => {
+            refused.get_or_insert_with(|| format!("NBD_OPT_{}", option_name(option)));
+            option_reply(
+                &mut out,
+                option,
+                REP_ERR_TLS_REQD,
+                b"this server requires TLS: send NBD_OPT_STARTTLS first",
+            );
+        }
+    }
+    send(conn, &out)?;
+    Ok(BeforeTls::Answered)
+}
+
+fn haggle(
+    conn: &mut Conn,
+    s: &NbdSettings,
+    refused: &mut Option<String>,
+) -> Result<Option<Export>, End> {
+    let mut who = Peer::Unauthenticated;
     let mut hello = Vec::with_capacity(18);
     hello.extend_from_slice(&NBDMAGIC.to_be_bytes());
     hello.extend_from_slice(&IHAVEOPT.to_be_bytes());
@@ -155,6 +253,17 @@ fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
         let mut data = vec![0u8; len as usize];
         conn.read_frame_rest(&mut data)?;
         debug!(peer = %conn.peer(), "nbd: option {} ({option}), {len} bytes", option_name(option));
+        if let Some(tls) = s.tls.as_ref().filter(|_| !conn.is_tls()) {
+            match before_tls(conn, tls, s, option, &data, refused)? {
+                BeforeTls::Answered => continue,
+                BeforeTls::Abort => return Ok(None),
+                BeforeTls::Started(id) => {
+                    *refused = None;
+                    who = Peer::Verified(id);
+                    continue;
+                }
+            }
+        }
 
         let mut out = Vec::new();
         match option {
@@ -167,6 +276,8 @@ fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
                         "NBD_OPT_EXPORT_NAME for unknown export {requested:?}"
                     )));
                 };
+                authz::may_open_export(&who, &name)
+                    .map_err(|why| End::Bad(format!("refused: {why}")))?;
                 let export = s.catalog.open(&name, &path).map_err(|e| {
                     End::Bad(format!(
                         "cannot open export {name:?} ({}): {e}",
@@ -198,7 +309,10 @@ fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
                 } else {
                     match s.catalog.list() {
                         Ok(names) => {
-                            for name in names {
+                            let visible = names
+                                .into_iter()
+                                .filter(|n| authz::may_open_export(&who, n).is_ok());
+                            for name in visible {
                                 let mut d = Vec::with_capacity(4 + name.len());
                                 d.extend_from_slice(&(name.len() as u32).to_be_bytes());
                                 d.extend_from_slice(name.as_bytes());
@@ -215,7 +329,7 @@ fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
                 }
             }
             OPT_INFO | OPT_GO => {
-                let export = info_or_go(&mut out, option, &data, s);
+                let export = info_or_go(&mut out, option, &data, s, &who, conn.peer());
                 send(conn, &out)?;
                 if option == OPT_GO {
                     if let Some(export) = export {
@@ -241,8 +355,21 @@ fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
                     );
                 }
             }
+            OPT_STARTTLS if conn.is_tls() => {
+                option_reply(
+                    &mut out,
+                    option,
+                    REP_ERR_INVALID,
+                    b"TLS is already negotiated",
+                );
+            }
             OPT_STARTTLS => {
-                option_reply(&mut out, option, REP_ERR_UNSUP, b"TLS is not supported");
+                option_reply(
+                    &mut out,
+                    option,
+                    REP_ERR_UNSUP,
+                    b"TLS is not configured on this server",
+                );
             }
             _ => {
                 let msg = format!("option {option} is not supported");
@@ -257,7 +384,14 @@ fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
 }
 
 /// Answers NBD_OPT_INFO / NBD_OPT_GO into `out`; returns the opened export on success.
-fn info_or_go(out: &mut Vec<u8>, option: u32, data: &[u8], s: &NbdSettings) -> Option<Export> {
+fn info_or_go(
+    out: &mut Vec<u8>,
+    option: u32,
+    data: &[u8],
+    s: &NbdSettings,
+    who: &Peer,
+    peer: SocketAddr,
+) -> Option<Export> {
     let invalid = |out: &mut Vec<u8>, msg: &str| {
         option_reply(out, option, REP_ERR_INVALID, msg.as_bytes());
         None
@@ -292,6 +426,11 @@ fn info_or_go(out: &mut Vec<u8>, option: u32, data: &[u8], s: &NbdSettings) -> O
         option_reply(out, option, REP_ERR_UNKNOWN, msg.as_bytes());
         return None;
     };
+    if let Err(why) = authz::may_open_export(who, &name) {
+        warn!(%peer, "nbd: refused: {why}");
+        option_reply(out, option, REP_ERR_POLICY, why.as_bytes());
+        return None;
+    }
     let export = match s.catalog.open(&name, &path) {
         Ok(e) => e,
         Err(e) => {
