@@ -174,7 +174,7 @@ impl Lab {
         let (log, err) = self.log_file(name)?;
         let child = self
             .cmd_in("st", &self.tools.ftvm)
-            .args(["storage", "--dir"])
+            .args(["storage", "--insecure", "--dir"])
             .arg(self.dir.join("storage"))
             .args(["--nbd-listen", NBD, "--arbiter-listen", ARBITER])
             .args(["--create", "vm0=64M"])
@@ -202,7 +202,7 @@ impl Lab {
                 .run_in(
                     "st",
                     &ftvm,
-                    &["arbiter", "--arbiter", ARBITER, "query", "vm0"],
+                    &["arbiter", "--insecure", "--arbiter", ARBITER, "query", "vm0"],
                 )
                 .is_ok()
             {
@@ -221,7 +221,7 @@ impl Lab {
         let out = self.run_in(
             "st",
             &ftvm,
-            &["arbiter", "--arbiter", ARBITER, "history", "vm0"],
+            &["arbiter", "--insecure", "--arbiter", ARBITER, "history", "vm0"],
         )?;
         Ok(out
             .lines()
