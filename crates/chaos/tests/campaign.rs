@@ -54,7 +54,12 @@ fn possible(test: &str) -> bool {
     true
 }
 
+/// One campaign at a time (both tests run in one process; a prefix is
+/// claimed by one ftvm-chaos at a time).
+static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn campaign(args: &[&str]) {
+    let _one = ONE.lock().unwrap_or_else(|e| e.into_inner());
     let work = std::env::temp_dir().join(format!("ftvm-chaos-test-{}", std::process::id()));
     let out = Command::new(chaos())
         .args(args)
