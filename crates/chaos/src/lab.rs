@@ -202,7 +202,14 @@ impl Lab {
                 .run_in(
                     "st",
                     &ftvm,
-                    &["arbiter", "--insecure", "--arbiter", ARBITER, "query", "vm0"],
+                    &[
+                        "arbiter",
+                        "--insecure",
+                        "--arbiter",
+                        ARBITER,
+                        "query",
+                        "vm0",
+                    ],
                 )
                 .is_ok()
             {
@@ -221,7 +228,14 @@ impl Lab {
         let out = self.run_in(
             "st",
             &ftvm,
-            &["arbiter", "--insecure", "--arbiter", ARBITER, "history", "vm0"],
+            &[
+                "arbiter",
+                "--insecure",
+                "--arbiter",
+                ARBITER,
+                "history",
+                "vm0",
+            ],
         )?;
         Ok(out
             .lines()
