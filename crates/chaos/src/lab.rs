@@ -171,20 +171,26 @@ impl Lab {
     }
 
     pub fn spawn_storage(&self, name: &str) -> Result<Proc> {
-        let (log, err) = self.log_file(name)?;
-        let child = self
-            .cmd_in("st", &self.tools.ftvm)
-            .args(["storage", "--insecure", "--dir"])
+        let mut c = self.cmd_in("st", &self.tools.ftvm);
+        c.args(["storage", "--insecure", "--dir"])
             .arg(self.dir.join("storage"))
             .args(["--nbd-listen", NBD, "--arbiter-listen", ARBITER])
-            .args(["--create", "vm0=64M"])
+            .args(["--create", "vm0=64M"]);
+        self.start(name, 0, c)
+    }
+
+    /// Starts `c` as the process `name` on `host` (0: the storage node),
+    /// its stderr in `DIR/NAME.log`.
+    fn start(&self, name: &str, host: usize, mut c: Command) -> Result<Proc> {
+        let (log, err) = self.log_file(name)?;
+        let child = c
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
-            .context("cannot start ftvm storage")?;
+            .with_context(|| format!("cannot start {name}"))?;
         Ok(Proc {
             name: name.into(),
-            host: 0,
+            host,
             child,
             exited: None,
             killed: false,
@@ -273,7 +279,6 @@ impl Lab {
 
     /// `ftvm primary` on host 1, its backup on host 2.
     pub fn spawn_primary(&self, test_fault: Option<&str>) -> Result<Proc> {
-        let (log, err) = self.log_file("primary")?;
         let mut c = self.cmd_in("h1", &self.tools.ftvm);
         c.args(["primary", "--backup", "10.78.0.2:7000", "--console"])
             .arg(format!(
@@ -285,20 +290,7 @@ impl Lab {
         if let Some(tf) = test_fault {
             c.args(["--test-fault", tf]);
         }
-        let child = c
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .context("cannot start ftvm primary")?;
-        Ok(Proc {
-            name: "primary".into(),
-            host: 1,
-            child,
-            exited: None,
-            killed: false,
-            may_die: false,
-            log,
-        })
+        self.start("primary", 1, c)
     }
 
     /// `ftvm backup` on `host`, joining the process on `join_host` if given.
@@ -309,7 +301,6 @@ impl Lab {
         join_host: Option<usize>,
         test_fault: Option<&str>,
     ) -> Result<Proc> {
-        let (log, err) = self.log_file(name)?;
         let mut c = self.cmd_in(&format!("h{host}"), &self.tools.ftvm);
         c.args(["backup", "--listen", &format!("10.78.0.{host}:7000")])
             .arg("--console")
@@ -324,20 +315,7 @@ impl Lab {
         if let Some(tf) = test_fault {
             c.args(["--test-fault", tf]);
         }
-        let child = c
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .context("cannot start ftvm backup")?;
-        Ok(Proc {
-            name: name.into(),
-            host,
-            child,
-            exited: None,
-            killed: false,
-            may_die: false,
-            log,
-        })
+        self.start(name, host, c)
     }
 
     /// `tc ARGS` in a namespace.
