@@ -55,6 +55,12 @@ pub fn status(args: StatusArgs) -> Result<u8> {
         "  outputs:  {} held, {} released",
         r.held_outputs, r.released_outputs
     );
+    if r.digests_checked > 0 {
+        println!(
+            "  digests:  {} compared with the primary's, all equal",
+            r.digests_checked
+        );
+    }
     if let Some(s) = r.solo_since_s {
         println!("  solo since {s:.1} s");
     }

@@ -205,15 +205,25 @@ impl Pair {
         pair.wait_storage();
         pair.backup = Some(pair.spawn_backup("h2", "backup", None));
         let mut p = ftvm_in(&pair.net.ns("h1"));
-        p.args(["primary", "--backup", LOG_ADDR, "--console"])
-            .arg(format!(
-                "file:{}",
-                pair.dir.path("console-primary.txt").display()
-            ))
-            .args([
-                "--append",
-                &format!("console=ttyS0 ftvm.ip=10.77.0.2/24 ftvm.redis {append_extra}"),
-            ]);
+        // A digest every 5·10⁷ steps (a few a second): every test also
+        // checks that the backup's state equals the primary's, and that
+        // digests do not stall a side into a false failover.
+        p.args([
+            "primary",
+            "--backup",
+            LOG_ADDR,
+            "--digest-interval",
+            "50000000",
+            "--console",
+        ])
+        .arg(format!(
+            "file:{}",
+            pair.dir.path("console-primary.txt").display()
+        ))
+        .args([
+            "--append",
+            &format!("console=ttyS0 ftvm.ip=10.77.0.2/24 ftvm.redis {append_extra}"),
+        ]);
         pair.machine_args(&mut p, "h1");
         pair.primary = Some(
             p.stdout(Stdio::null())
@@ -518,6 +528,14 @@ fn primary_killed(index: u32, kill_after: Duration, append_extra: &str) {
     let mut pair = Pair::start(index, DiskServer::Ftvm, append_extra, None);
     let load = pair.start_load("k", 12);
     sleep(kill_after);
+    // The boot alone spans many digest intervals: the backup has checked
+    // its state against the primary's, and no digest stalled either side
+    // into a failover (the arbiter history below holds exactly one win).
+    let checked = pair.status("h2").map(|s| s["digests_checked"].as_u64());
+    assert!(
+        matches!(checked, Some(Some(n)) if n > 0),
+        "the backup compared no state digest before the kill: {checked:?}"
+    );
     Pair::kill(&mut pair.primary);
     let live_after = pair.wait_phase("h2", "live", Duration::from_secs(30));
     eprintln!("backup seen live {live_after:?} after the kill");

@@ -135,6 +135,26 @@ struct HartCore<'a> {
 }
 
 impl Machine {
+    /// Hashes every RAM chunk into the digest cache now, so that the first
+    /// [`Machine::digest`] re-hashes only the chunks written from here on
+    /// instead of all of RAM (on a big guest that is long enough for an FT
+    /// side to miss its peer's failure timeout). It changes nothing the
+    /// guest or a digest can see and may be called at any moment, off the
+    /// deterministic schedule: it only reads RAM. Pages written before the
+    /// call and not yet collected stay pending, so they are hashed again at
+    /// the next digest — including pages a store translation cached before
+    /// the call still reaches without marking. The FT drivers call it right
+    /// after building a machine, before the pair's timing starts.
+    pub fn prime_digest(&mut self) {
+        let n = (self.ram.size() / DIGEST_CHUNK) as usize;
+        let bytes = self.ram.as_bytes();
+        self.digest_cache.chunks = bytes
+            .chunks(DIGEST_CHUNK as usize)
+            .take(n)
+            .map(xxh3_64)
+            .collect();
+    }
+
     /// Computes the state digest at the current step.
     pub fn digest(&mut self) -> StateDigest {
         let chunk_pages = (DIGEST_CHUNK as usize) / PAGE;

@@ -42,6 +42,8 @@ pub enum FtEvent {
     Closed { conn: u64, error: Option<String> },
     /// The arbiter's answer to a test-and-set.
     Arbiter(ArbiterResult, String),
+    /// A following backup's machine, built off the loop.
+    MachineBuilt(crate::ft::backup::MachineBuilt),
 }
 
 /// The sending end of a driver's event channel: every event sent also

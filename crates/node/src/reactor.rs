@@ -13,10 +13,10 @@
 //! the disk worker, because reads, writes and `fdatasync` on an image file
 //! or an NBD export block, and a slow flush must not stall the guest (a
 //! file cannot be waited on with epoll; NBD replies could, but the client
-//! is blocking and reconnects on its own); and two off-hot-path one-shots
-//! of the FT drivers, a dial attempt to the backup and a test-and-set at
-//! the arbiter, which happen at startup, on reconnection and on failover,
-//! never per output. A stdin that epoll cannot watch (a regular file,
+//! is blocking and reconnects on its own); and off-hot-path one-shots of
+//! the FT drivers — a dial attempt to the backup, a test-and-set at the
+//! arbiter, a backup building the primary's machine — which happen at
+//! startup, on reconnection and on failover, never per output. A stdin that epoll cannot watch (a regular file,
 //! `/dev/null`) is read by a thread too: such reads never wait, and the
 //! terminal, the one interactive case, is pollable.
 //!

@@ -2,7 +2,8 @@
 //! primary dies. It listens for the logging connection; the primary's Hello
 //! carries its log header, from which the backup builds the very machine
 //! the primary booted (same power-on values; its own copies of the images,
-//! which the handshake's identity hash checked). Then, entry by entry, it
+//! which the handshake's identity hash checked) in a one-shot thread, while
+//! the loop goes on acknowledging what arrives. Then, entry by entry, it
 //! runs the machine to the entry's step and applies it — inputs as the
 //! primary applied them, `Outputs` markers compared with the hash of what
 //! its own execution produced, digests compared with its own state — and
@@ -19,6 +20,7 @@
 use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -96,6 +98,8 @@ struct Follower {
     /// The entry being run towards, handed out by the core.
     current: Option<LogEntry>,
     executed_seq: u64,
+    /// State digests compared with the primary's and found equal.
+    digests_checked: u64,
     /// Outputs since the last `Outputs` marker (hashed in `hasher`).
     unmarked: Vec<Output>,
     hasher: OutputHasher,
@@ -119,6 +123,7 @@ impl Follower {
             machine,
             current: None,
             executed_seq: 0,
+            digests_checked: 0,
             unmarked: Vec::new(),
             hasher: OutputHasher::default(),
             outstanding: BTreeMap::new(),
@@ -193,7 +198,9 @@ impl Follower {
                 self.unmarked.clear();
             }
             Record::Digest(expected) => {
+                let t = std::time::Instant::now();
                 let found = self.machine.digest();
+                super::primary::warn_if_slow("backup", e.icount, t);
                 let diff = expected.differences(&found);
                 if !diff.is_empty() {
                     return Err(Stuck::Diverged(format!(
@@ -202,6 +209,7 @@ impl Follower {
                         diff.join("; ")
                     )));
                 }
+                self.digests_checked += 1;
             }
             Record::End(_) => {}
         }
@@ -276,9 +284,11 @@ struct BackupDriver {
     local_disks: Option<LocalDisks>,
     /// The TAP devices, attached since startup, read only once live.
     taps: Vec<ftvm_host::TapDevice>,
-    own: MachineConfig,
+    own: Arc<MachineConfig>,
     identity: [u8; 32],
     core: Backup,
+    /// The primary's machine is being built off the loop.
+    building: bool,
     link: Link,
     /// A connection that arrived while a paired one is up: it replaces that
     /// one only if its first frame is a Hello of this pair, so a stray
@@ -307,6 +317,27 @@ struct BackupDriver {
     last_publish: u64,
 }
 
+/// A machine built off the loop for this backup to follow.
+struct Built {
+    machine: Machine,
+    virtio: Vec<ftvm_machine::DeviceConfig>,
+    ram_mib: u64,
+    ms: u128,
+}
+
+/// What the build thread sends back: the machine, or why it could not be
+/// built.
+pub struct MachineBuilt(Box<std::result::Result<Built, String>>);
+
+impl std::fmt::Debug for MachineBuilt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &*self.0 {
+            Ok(b) => write!(f, "MachineBuilt(ok, {} ms)", b.ms),
+            Err(e) => write!(f, "MachineBuilt(error: {e})"),
+        }
+    }
+}
+
 /// What the loop decided.
 enum Next {
     GoLive,
@@ -314,29 +345,63 @@ enum Next {
 }
 
 impl BackupDriver {
-    /// Builds the primary's machine from its log header.
-    fn build_machine(&mut self, header: &[u8]) -> Result<()> {
-        let t = std::time::Instant::now();
-        let (h, _) = LogHeader::decode(header).context("the primary's log header is unreadable")?;
-        let rc = recorded_config(&h)?;
-        let cfg = MachineConfig::from_spec(
-            &rc.spec,
-            self.own.bios.clone(),
-            self.own.kernel.clone(),
-            self.own.initrd.clone(),
-        );
-        if self.args.ft.identity(&cfg) != self.identity {
-            bail!("the primary's machine differs from this backup's (memory, devices, command line or images)");
-        }
-        self.virtio = cfg.virtio.clone();
-        let machine = Machine::new(&cfg).context("cannot build the primary's machine")?;
+    /// Starts building the primary's machine from its log header, in a
+    /// one-shot thread: building (loading the images, the identity hash,
+    /// priming the digest cache) takes tens of milliseconds on a big guest,
+    /// and the loop must go on reading and acknowledging the primary's
+    /// entries meanwhile or the primary's failure detector counts the
+    /// backup as dead before the pair has even started. The entries wait in
+    /// the core until the machine arrives ([`FtEvent::MachineBuilt`]).
+    fn start_build(&mut self, header: Vec<u8>) {
+        self.building = true;
+        let own = self.own.clone();
+        let ft = self.args.ft.clone();
+        let identity = self.identity;
+        let tx = self.tx.clone();
+        let build = move || -> Result<Built> {
+            let t = std::time::Instant::now();
+            let (h, _) =
+                LogHeader::decode(&header).context("the primary's log header is unreadable")?;
+            let rc = recorded_config(&h)?;
+            let cfg = MachineConfig::from_spec(
+                &rc.spec,
+                own.bios.clone(),
+                own.kernel.clone(),
+                own.initrd.clone(),
+            );
+            if ft.identity(&cfg) != identity {
+                bail!("the primary's machine differs from this backup's (memory, devices, command line or images)");
+            }
+            let mut machine = Machine::new(&cfg).context("cannot build the primary's machine")?;
+            machine.prime_digest();
+            Ok(Built {
+                machine,
+                virtio: cfg.virtio.clone(),
+                ram_mib: rc.spec.ram_size >> 20,
+                ms: t.elapsed().as_millis(),
+            })
+        };
+        std::thread::spawn(move || {
+            let r = build().map_err(|e| format!("{e:#}"));
+            // A failed send: the driver is gone, nothing to build for.
+            let _ = tx.send(HostEvent::Ft(FtEvent::MachineBuilt(MachineBuilt(
+                Box::new(r),
+            ))));
+        });
+    }
+
+    /// The machine from [`BackupDriver::start_build`] arrived.
+    fn machine_built(&mut self, built: MachineBuilt) -> Result<()> {
+        self.building = false;
+        let b = (*built.0).map_err(|e| anyhow!(e))?;
         eprintln!(
-            "ftvm: backup: following the primary ({} MiB, {} virtio devices; machine built in {} ms)",
-            rc.spec.ram_size >> 20,
-            rc.spec.virtio.len(),
-            t.elapsed().as_millis()
+            "ftvm: backup: following the primary ({} MiB, {} virtio devices; machine built in {} ms, off the loop)",
+            b.ram_mib,
+            b.virtio.len(),
+            b.ms
         );
-        self.follower = Some(Follower::new(machine, self.local_disks.take()));
+        self.virtio = b.virtio;
+        self.follower = Some(Follower::new(b.machine, self.local_disks.take()));
         Ok(())
     }
 
@@ -416,9 +481,9 @@ impl BackupDriver {
                             .drop_with(format!("dropping the logging connection: {e}"));
                         self.core.on_disconnect(now);
                     } else {
-                        if self.follower.is_none() {
+                        if self.follower.is_none() && !self.building {
                             if let Some(h) = self.core.log_header().map(|h| h.to_vec()) {
-                                self.build_machine(&h)?;
+                                self.start_build(h);
                             }
                         }
                         if !self.link.is_handshaken() {
@@ -435,6 +500,7 @@ impl BackupDriver {
                     self.core.on_disconnect(now);
                 }
             }
+            FtEvent::MachineBuilt(built) => self.machine_built(built)?,
             // A following backup neither dials nor takes joins.
             FtEvent::DialFailed { .. } | FtEvent::Joiner { .. } => {}
             FtEvent::Arbiter(result, detail) => {
@@ -521,6 +587,7 @@ impl BackupDriver {
         r.connected = s.connected;
         r.peer = self.link.peer().map(|a| a.to_string());
         r.icount = self.follower.as_ref().map_or(0, |f| f.machine.icount());
+        r.digests_checked = self.follower.as_ref().map_or(0, |f| f.digests_checked);
         r.log_seq = s.log_seq;
         r.acked_seq = s.acked_seq;
         r.executed_seq = s.executed_seq;
@@ -645,7 +712,9 @@ impl BackupDriver {
                 self.test_fault_if_due(icount);
             }
             if self.draining {
-                let drained = self.core.pending_entries() == 0
+                // A machine still being built has the whole log ahead of it.
+                let drained = !self.building
+                    && self.core.pending_entries() == 0
                     && self.follower.as_ref().is_none_or(|f| f.current.is_none());
                 if drained {
                     self.draining = false;
@@ -781,9 +850,10 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
     let mut d = BackupDriver {
         local_disks,
         taps,
-        own,
+        own: Arc::new(own),
         identity,
         core,
+        building: false,
         link,
         probation: None,
         arbiter,

@@ -464,8 +464,13 @@ pub fn receive(
                     let Some(ram) = ram.take() else {
                         bail!("the primary sent its state before any RAM");
                     };
-                    let machine = Machine::from_state_and_filled_ram(&state, ram)
+                    let mut machine = Machine::from_state_and_filled_ram(&state, ram)
                         .context("the primary's state is unusable")?;
+                    // So that this side's first digest hashes only what
+                    // the guest writes from now on (see `prime_digest`).
+                    let primed = Instant::now();
+                    machine.prime_digest();
+                    let primed_ms = primed.elapsed().as_millis();
                     if machine.icount() != icount {
                         bail!(
                             "the primary's state is at step {} but it said {icount}",
@@ -473,7 +478,7 @@ pub fn receive(
                         );
                     }
                     eprintln!(
-                        "ftvm: backup: joined at step {icount} (generation {}): {} MiB in {:.2} s",
+                        "ftvm: backup: joined at step {icount} (generation {}): {} MiB in {:.2} s (digest cache primed in {primed_ms} ms)",
                         frame.generation,
                         received >> 20,
                         started.elapsed().as_secs_f64()

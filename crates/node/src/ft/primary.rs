@@ -553,7 +553,8 @@ impl Live {
                     p.dial_warned = false;
                 }
             }
-            FtEvent::Joiner { .. } => {}
+            // Only a following backup builds a machine off the loop.
+            FtEvent::Joiner { .. } | FtEvent::MachineBuilt(_) => {}
             FtEvent::DialFailed { error } => {
                 p.link.dial_done();
                 p.next_dial_ms = now + REDIAL_MS;
@@ -1140,7 +1141,9 @@ impl Live {
         if !due {
             return Ok(());
         }
+        let t = std::time::Instant::now();
         let d = self.machine.digest();
+        warn_if_slow("primary", icount, t);
         let kind = Record::Digest(Box::new(d)).encode(&mut self.buf);
         if let Some(p) = self.pair.as_mut() {
             p.core
@@ -1210,6 +1213,18 @@ impl Live {
     }
 }
 
+/// A digest runs on the machine thread; one that takes a good part of the
+/// failure timeout says so (it hashes the RAM written since the previous
+/// one, so a long interval on a busy guest costs more).
+pub(crate) fn warn_if_slow(side: &str, icount: u64, started: std::time::Instant) {
+    let ms = started.elapsed().as_millis();
+    if ms >= 20 {
+        eprintln!("ftvm: {side}: the state digest at step {icount} took {ms} ms");
+    } else {
+        tracing::debug!("state digest at step {icount}: {ms} ms");
+    }
+}
+
 /// `ftvm primary`.
 pub fn primary(args: PrimaryArgs) -> Result<u8> {
     let (cfg, paths, backends) = args.machine.build()?;
@@ -1234,7 +1249,13 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
     arbiter.check_generation(args.ft.generation)?;
     let clock = Clock::new(0);
     let core = Primary::new(config, clock.ms()).context("bad FT configuration")?;
-    let machine = Machine::new(&cfg).context("cannot build the machine")?;
+    let mut machine = Machine::new(&cfg).context("cannot build the machine")?;
+    // Before the pair's timing starts, so that the first digest hashes only
+    // what the guest wrote since (not all of RAM, which on a big guest takes
+    // longer than the backup's failure timeout).
+    let primed = std::time::Instant::now();
+    machine.prime_digest();
+    tracing::debug!("digest cache primed in {} ms", primed.elapsed().as_millis());
     let mut reactor = Reactor::new()?;
     let board = Board::default();
     if let Some(addr) = args.ft.status {

@@ -37,6 +37,10 @@ pub struct Report {
     pub executed_seq: u64,
     pub lag_instructions: u64,
     pub lag_ms: Option<u64>,
+    /// A following backup: state digests compared with the primary's and
+    /// found equal (a mismatch ends the backup).
+    #[serde(default)]
+    pub digests_checked: u64,
     pub held_outputs: usize,
     pub released_outputs: u64,
     pub log_bytes_sent: u64,
