@@ -30,6 +30,11 @@
 //!   moment the state arrives) and right after joining; the primary runs
 //!   on each time, and a later join succeeds and fails over.
 //!
+//! Every channel runs over TLS (certificates from `ftvm certs init` in the
+//! test's scratch dir: hosts h1 and h2 for vm0, an operator for the
+//! arbiter's history; qemu-nbd gets the storage certificate); a test that
+//! passes `--insecure` in its extra options runs on plain TCP instead.
+//!
 //! They need root, `/dev/net/tun`, `redis-cli` and the guest image; without
 //! them they print a note and pass. Pairs boot one at a time.
 
@@ -85,6 +90,8 @@ struct Pair {
     /// `--failure-timeout-ms`; `None`: ftvm's default.
     failure_timeout_ms: Option<u64>,
     extra: Vec<String>,
+    /// The `ftvm certs init` directory; `None` with `--insecure`.
+    certs: Option<PathBuf>,
     storage: Child,
     qemu_nbd: Option<Child>,
     primary: Option<Child>,
@@ -99,6 +106,43 @@ fn in_ns(ns: &str, exe: &Path) -> Command {
 
 fn ftvm_in(ns: &str) -> Command {
     in_ns(ns, Path::new(env!("CARGO_BIN_EXE_ftvm")))
+}
+
+/// The TLS options of identity `who` (`storage`, `host-h1`, `operator-test`)
+/// from `certs`, or `--insecure`.
+fn tls_args(certs: Option<&Path>, who: &str) -> Vec<String> {
+    let Some(d) = certs else {
+        return vec!["--insecure".into()];
+    };
+    let kind = if who == "storage" { "server" } else { "client" };
+    let f = |name: String| d.join(who).join(name).display().to_string();
+    vec![
+        "--tls-cert".into(),
+        f(format!("{kind}-cert.pem")),
+        "--tls-key".into(),
+        f(format!("{kind}-key.pem")),
+        "--tls-ca".into(),
+        d.join("ca-cert.pem").display().to_string(),
+    ]
+}
+
+/// `ftvm certs init` for a pair of vm0 on hosts h1 and h2.
+fn make_certs(dir: &Scratch) -> PathBuf {
+    let d = dir.path("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_ftvm"))
+        .arg("certs")
+        .arg("init")
+        .arg(&d)
+        .args(["--hosts", "h1,h2,h3", "--vms", "vm0", "--operator", "test"])
+        .args(["--server-name", "10.79.0.1"])
+        .output()
+        .expect("ftvm certs init");
+    assert!(
+        out.status.success(),
+        "ftvm certs init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
 }
 
 fn log_file(dir: &Scratch, name: &str) -> Stdio {
@@ -141,8 +185,15 @@ impl Pair {
             }
             extra.push("--local-disks".into());
         }
+        let certs = if extra.iter().any(|e| e == "--insecure") {
+            None
+        } else {
+            Some(make_certs(&dir))
+        };
         let storage = ftvm_in(&net.ns("st"))
-            .args(["storage", "--insecure", "--dir"])
+            .arg("storage")
+            .args(tls_args(certs.as_deref(), "storage"))
+            .arg("--dir")
             .arg(&st_dir)
             .args([
                 "--nbd-listen",
@@ -183,6 +234,17 @@ impl Pair {
                         "--shared=8",
                         "--cache=none",
                     ])
+                    .args(certs.iter().flat_map(|c| {
+                        [
+                            "--object".to_string(),
+                            format!(
+                                "tls-creds-x509,id=tls0,endpoint=server,dir={}",
+                                c.join("storage").display()
+                            ),
+                            "--tls-creds".to_string(),
+                            "tls0".to_string(),
+                        ]
+                    }))
                     .arg(&img)
                     .stdout(log_file(&dir, "qemu-nbd.out"))
                     .stderr(log_file(&dir, "qemu-nbd.log"))
@@ -197,6 +259,7 @@ impl Pair {
             local: disk == DiskServer::Local,
             failure_timeout_ms,
             extra,
+            certs,
             storage,
             qemu_nbd,
             primary: None,
@@ -258,6 +321,19 @@ impl Pair {
             )
             .args(&self.extra)
             .arg("--no-input");
+        if self.certs.is_some() {
+            c.args(tls_args(self.certs.as_deref(), &format!("host-{host}")));
+        }
+    }
+
+    /// `ftvm arbiter ARGS` as the operator (or `--insecure`).
+    fn arbiter_cmd(&self, args: &[&str]) -> Command {
+        let mut c = ftvm_in(&self.net.ns("h1"));
+        c.arg("arbiter")
+            .args(tls_args(self.certs.as_deref(), "operator-test"))
+            .args(["--arbiter", ARBITER])
+            .args(args);
+        c
     }
 
     /// Starts `ftvm backup` on `host` (listening on its logging address),
@@ -298,15 +374,8 @@ impl Pair {
     fn wait_storage(&mut self) {
         let t = Instant::now();
         loop {
-            let out = ftvm_in(&self.net.ns("h1"))
-                .args([
-                    "arbiter",
-                    "--insecure",
-                    "--arbiter",
-                    ARBITER,
-                    "query",
-                    "vm0",
-                ])
+            let out = self
+                .arbiter_cmd(&["query", "vm0"])
                 .output()
                 .expect("ftvm arbiter");
             if out.status.success() {
@@ -418,15 +487,8 @@ impl Pair {
 
     /// The arbiter's wins for vm0, one per line.
     fn arbiter_history(&self) -> Vec<String> {
-        let out = ftvm_in(&self.net.ns("h1"))
-            .args([
-                "arbiter",
-                "--insecure",
-                "--arbiter",
-                ARBITER,
-                "history",
-                "vm0",
-            ])
+        let out = self
+            .arbiter_cmd(&["history", "vm0"])
             .output()
             .expect("ftvm arbiter history");
         assert!(out.status.success(), "arbiter history failed");
