@@ -13,8 +13,10 @@ use ftvm_tls::{ClientTls, Role, ServerTls, TlsFiles};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct TlsArgs {
-    /// This process's certificate (PEM), e.g. DIR/storage/server-cert.pem
-    /// from `ftvm certs init DIR`.
+    /// This process's certificate (PEM) from `ftvm certs init DIR`:
+    /// DIR/storage/server-cert.pem for `ftvm storage`,
+    /// DIR/host-NAME/server-cert.pem for a VM host (primary, backup, run),
+    /// DIR/operator-NAME/client-cert.pem for `ftvm arbiter`.
     #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
