@@ -1009,40 +1009,64 @@ def run_throughput(b, args):
 
 
 def run_tls_cost(b, args):
-    """Plain and FT throughput with TLS and without (--insecure), in the same run."""
-    res = {}
-    for tls in (True, False):
-        b.tls = tls
-        mode = "TLS" if tls else "plain TCP"
-        print("tls-cost (%s): plain VM and FT pair, redis-benchmark -n %d ..." % (mode, args.requests), flush=True)
-        plain = b.plain()
-        ft = b.pair()
-        res[tls] = (plain, ft)
-        print("tls-cost (%s): plain SET %.0f GET %.0f, FT SET %.0f GET %.0f ops/s" % (
-            mode, plain["rb"]["SET"]["rps"], plain["rb"]["GET"]["rps"], ft["rb"]["SET"]["rps"],
-            ft["rb"]["GET"]["rps"]), flush=True)
+    """Plain and FT throughput with TLS and without (--insecure), in the same run, --tls-rounds times."""
+    res = {True: [], False: []}
+    for r in range(args.tls_rounds):
+        for tls in (True, False):
+            b.tls = tls
+            mode = "TLS" if tls else "plain TCP"
+            print("tls-cost %d/%d (%s): plain VM and FT pair, redis-benchmark -n %d ..."
+                  % (r + 1, args.tls_rounds, mode, args.requests), flush=True)
+            plain = b.plain()
+            ft = b.pair()
+            res[tls].append((plain, ft))
+            print("tls-cost %d/%d (%s): plain SET %.0f GET %.0f, FT SET %.0f GET %.0f ops/s" % (
+                r + 1, args.tls_rounds, mode, plain["rb"]["SET"]["rps"], plain["rb"]["GET"]["rps"],
+                ft["rb"]["SET"]["rps"], ft["rb"]["GET"]["rps"]), flush=True)
     b.tls = not args.insecure
     return res
 
 
+def pair_cpu_ms_per_kop(args, ft):
+    """CPU the primary and the backup used per 1000 client operations (redis-benchmark + serial loadgen)."""
+    c = ft.get("cpu", {})
+    ops = 2 * args.requests + ft.get("serial", {}).get("ops_acked", 0)
+    cores = c.get("primary", 0) + c.get("backup", 0)
+    return 1e6 * cores * c.get("wall_s", 0) / max(ops, 1)
+
+
 def report_tls_cost(args, res, load):
     print()
-    print("TLS cost: redis-benchmark -n %d -c 10, the same run (load average before/after: %s / %s)"
-          % (args.requests, load[0], load[1]))
+    print("TLS cost: redis-benchmark -n %d -c 10 and a %g s serial loadgen per VM, %d round(s), the same run "
+          "(load average before/after: %s / %s)" % (args.requests, args.serial_seconds, args.tls_rounds, load[0], load[1]))
     print()
-    print("| channels | plain SET/s | FT SET/s | FT/plain SET | plain GET/s | FT GET/s | FT/plain GET |")
-    print("|---|---|---|---|---|---|---|")
-    ratio = {}
+    print("| round | channels | plain SET/s | FT SET/s | FT/plain SET | plain GET/s | FT GET/s | FT/plain GET "
+          "| primary+backup CPU ms per 1000 ops | log MB (h1, both ways) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    mean = {}
     for tls in (True, False):
-        plain, ft = res[tls]
-        r = {op: ft["rb"][op]["rps"] / plain["rb"][op]["rps"] for op in ("SET", "GET")}
-        ratio[tls] = r
-        print("| %s | %.0f | %.0f | %.3f | %.0f | %.0f | %.3f |" % (
-            "TLS 1.3" if tls else "plain TCP (--insecure)", plain["rb"]["SET"]["rps"], ft["rb"]["SET"]["rps"],
-            r["SET"], plain["rb"]["GET"]["rps"], ft["rb"]["GET"]["rps"], r["GET"]))
+        acc = {"SET": [], "GET": [], "ftSET": [], "ftGET": [], "cpu": []}
+        for i, (plain, ft) in enumerate(res[tls]):
+            r = {op: ft["rb"][op]["rps"] / plain["rb"][op]["rps"] for op in ("SET", "GET")}
+            cpu = pair_cpu_ms_per_kop(args, ft)
+            st = ft.get("status") or {}
+            mb = (st.get("h1") or {}).get("log_bytes")
+            for op in ("SET", "GET"):
+                acc[op].append(r[op])
+                acc["ft" + op].append(ft["rb"][op]["rps"])
+            acc["cpu"].append(cpu)
+            print("| %d | %s | %.0f | %.0f | %.3f | %.0f | %.0f | %.3f | %.0f | %s |" % (
+                i + 1, "TLS 1.3" if tls else "plain TCP (--insecure)", plain["rb"]["SET"]["rps"],
+                ft["rb"]["SET"]["rps"], r["SET"], plain["rb"]["GET"]["rps"], ft["rb"]["GET"]["rps"], r["GET"],
+                cpu, "%.1f" % (mb / 1e6) if isinstance(mb, (int, float)) else "n/a"))
+        mean[tls] = {k: statistics.mean(v) for k, v in acc.items()}
     for op in ("SET", "GET"):
-        cost = 100 * (1 - ratio[True][op] / ratio[False][op])
-        print("TLS cost on FT/plain %s throughput: %.1f %% (target <= 2 %%)" % (op, cost))
+        print("TLS cost on FT/plain %s throughput (means): %.1f %%; FT %s/s alone, TLS against plain TCP: %+.1f %% "
+              "(target: TLS costs <= 2 %%)" % (
+                  op, 100 * (1 - mean[True][op] / mean[False][op]), op,
+                  100 * (mean[True]["ft" + op] / mean[False]["ft" + op] - 1)))
+    print("primary+backup CPU per 1000 ops, TLS against plain TCP (means): %.0f vs %.0f ms (%+.1f %%)" % (
+        mean[True]["cpu"], mean[False]["cpu"], 100 * (mean[True]["cpu"] / mean[False]["cpu"] - 1)))
 
 
 def run_kills(b, args):
@@ -1084,6 +1108,8 @@ def main():
                          "with TLS against without, same run), kills, joins, "
                          "diskbw (log bandwidth, shared vs non-shared disks)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, consoles, reports)")
+    ap.add_argument("--tls-rounds", type=int, default=1,
+                    help="tls-cost: rounds of (TLS, plain TCP) measurements, averaged (default 1)")
     ap.add_argument("--insecure", action="store_true",
                     help="run every part on plain TCP (--insecure) instead of TLS (tls-cost runs both anyway)")
     args = ap.parse_args()
