@@ -277,6 +277,22 @@ impl Pair {
             backup: None,
         };
         pair.wait_storage();
+        if pair.qemu_nbd.is_some() {
+            // qemu-nbd loads its TLS credentials before it listens.
+            let t = Instant::now();
+            while !Command::new("ip")
+                .args(["netns", "exec", &pair.net.ns("st"), "bash", "-c"])
+                .arg("exec 3<>/dev/tcp/10.79.0.1/10811")
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "qemu-nbd never listened"
+                );
+                sleep(Duration::from_millis(100));
+            }
+        }
         pair.backup = Some(pair.spawn_backup("h2", "backup", None));
         let mut p = ftvm_in(&pair.net.ns("h1"));
         p.args(["primary", "--backup", LOG_ADDR, "--console"])
