@@ -37,10 +37,15 @@ use the same disk path:
      `ftvm status --json` is sampled every 0.25 s; per phase the report
      gives its log_bytes_sent (MB), Mbit/s over the phase's duration (guest
      uptime in the markers), and the shared/local ratio.
+  7. TLS cost (tls-cost): steps 1-3 twice in the same run, once with every
+     channel over TLS 1.3 and once on plain TCP (--insecure); the TLS cost is
+     1 - (FT/plain with TLS) / (FT/plain without).
+Every part runs over TLS (certificates from `ftvm certs init` in the
+scratch dir) unless --insecure.
 Prints a table and a markdown snippet for docs/benchmarks.md.
 
 Needs root (network namespaces, TAP), redis-benchmark (redis-tools).
-Usage: bench/ft.py [--requests N] [--kills K] [--joins N] [--diskbw-rounds N] [--only WHAT] [--ftvm PATH]
+Usage: bench/ft.py [--requests N] [--kills K] [--joins N] [--diskbw-rounds N] [--only WHAT] [--insecure] [--ftvm PATH]
 The ftvm binary: --ftvm, else $FTVM_BENCH_FTVM, else $CARGO_TARGET_DIR/release/ftvm
 when CARGO_TARGET_DIR is set, else ROOT/target/release/ftvm; ftvm-loadgen is
 taken from the same directory. FTVM_BENCH_NO_BUILD=1 skips `cargo build`.
@@ -117,11 +122,21 @@ class Lab:
         self.local_disks = False  # each host its own --drive file=disk-hI.img, --local-disks
         self.disk_size = "64M"  # of vm0 on `ftvm storage` and of the local images
         self.append = APPEND
+        self.tls = bench.tls  # every channel over TLS (bench.certs), else --insecure
         sh([NETNS, "up", self.prefix, str(hosts)], stdout=subprocess.DEVNULL)
         self.up = True
 
     def ns(self, node):
         return ["ip", "netns", "exec", "%s-%s" % (self.prefix, node)]
+
+    def tls_opts(self, who):
+        """The TLS options of identity `who` (storage, host-h1, operator-bench), or --insecure."""
+        if not self.tls:
+            return ["--insecure"]
+        kind = "server" if who == "storage" else "client"
+        d = os.path.join(self.b.certs, who)
+        return ["--tls-cert", os.path.join(d, kind + "-cert.pem"), "--tls-key", os.path.join(d, kind + "-key.pem"),
+                "--tls-ca", os.path.join(self.b.certs, "ca-cert.pem")]
 
     def path(self, name):
         return os.path.join(self.dir, name)
@@ -145,11 +160,11 @@ class Lab:
     def start_storage(self):
         st = self.path("storage")
         os.makedirs(st)
-        self.spawn("storage", "st", [self.b.ftvm, "storage", "--insecure", "--dir", st, "--nbd-listen", NBD,
+        self.spawn("storage", "st", [self.b.ftvm, "storage"] + self.tls_opts("storage") + ["--dir", st, "--nbd-listen", NBD,
                                      "--arbiter-listen", ARBITER, "--create", "vm0=" + self.disk_size])
         end = time.monotonic() + 20
         while time.monotonic() < end:
-            r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter", "--insecure", "--arbiter", ARBITER, "query", "vm0"],
+            r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter"] + self.tls_opts("operator-bench") + ["--arbiter", ARBITER, "query", "vm0"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             if r.returncode == 0:
                 return
@@ -175,7 +190,7 @@ class Lab:
                 f.truncate(n)
 
     def ft_opts(self, host):
-        opts = ["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS, "--no-input"]
+        opts = ["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS, "--no-input"] + self.tls_opts("host-" + host)
         if self.b.args.failure_timeout_ms is not None:
             opts += ["--failure-timeout-ms", str(self.b.args.failure_timeout_ms)]
         if self.joinable:
@@ -188,7 +203,7 @@ class Lab:
         self.start_storage()
         self.t_spawn = time.monotonic()
         self.spawn("vm", "h1", [self.b.ftvm, "run", "--console", "file:" + self.path("console.txt"), "--no-input"]
-                   + self.images("h1") + ["--append", self.append])
+                   + self.images("h1") + self.tls_opts("host-h1") + ["--append", self.append])
         return self.wait_redis()
 
     def start_pair(self):
@@ -296,7 +311,7 @@ class Lab:
         return r.returncode == 0, r.stdout.decode().strip()
 
     def arbiter_history(self):
-        r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter", "--insecure", "--arbiter", ARBITER, "history", "vm0"],
+        r = subprocess.run(self.ns("h1") + [self.b.ftvm, "arbiter"] + self.tls_opts("operator-bench") + ["--arbiter", ARBITER, "history", "vm0"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         return [l for l in r.stdout.decode().splitlines() if l.strip()]
 
@@ -433,6 +448,19 @@ class Bench:
         self.prefix = "fft%d" % (os.getpid() % 100000)
         self.scratch = tempfile.mkdtemp(prefix="ftvm-bench-ft-")
         self.guest = None
+        self.tls = not args.insecure
+        self.certs = os.path.join(self.scratch, "certs")
+        sh([self.ftvm, "certs", "init", self.certs, "--hosts", "h1,h2", "--vms", "vm0", "--operator", "bench"],
+           stdout=subprocess.DEVNULL)
+
+    def labelled(self, name):
+        """A fresh lab name that says whether it runs over TLS (tls-cost runs both)."""
+        base = name if self.tls else name + "-insecure"
+        name, n = base, 1
+        while os.path.exists(os.path.join(self.scratch, name)):
+            n += 1
+            name = "%s-%d" % (base, n)
+        return name
 
     def workload(self, lab, sampler=None):
         res = {}
@@ -462,7 +490,7 @@ class Bench:
         return res
 
     def plain(self):
-        lab = Lab(self, "plain", 1)
+        lab = Lab(self, self.labelled("plain"), 1)
         try:
             ready = lab.start_plain()
             res = self.workload(lab)
@@ -472,7 +500,7 @@ class Bench:
             lab.close()
 
     def pair(self):
-        lab = Lab(self, "pair", 2)
+        lab = Lab(self, self.labelled("pair"), 2)
         try:
             ready = lab.start_pair()
             res = self.workload(lab, Sampler(lab))
@@ -980,6 +1008,67 @@ def run_throughput(b, args):
     return plain, ft
 
 
+def run_tls_cost(b, args):
+    """Plain and FT throughput with TLS and without (--insecure), in the same run, --tls-rounds times."""
+    res = {True: [], False: []}
+    for r in range(args.tls_rounds):
+        for tls in (True, False):
+            b.tls = tls
+            mode = "TLS" if tls else "plain TCP"
+            print("tls-cost %d/%d (%s): plain VM and FT pair, redis-benchmark -n %d ..."
+                  % (r + 1, args.tls_rounds, mode, args.requests), flush=True)
+            plain = b.plain()
+            ft = b.pair()
+            res[tls].append((plain, ft))
+            print("tls-cost %d/%d (%s): plain SET %.0f GET %.0f, FT SET %.0f GET %.0f ops/s" % (
+                r + 1, args.tls_rounds, mode, plain["rb"]["SET"]["rps"], plain["rb"]["GET"]["rps"],
+                ft["rb"]["SET"]["rps"], ft["rb"]["GET"]["rps"]), flush=True)
+    b.tls = not args.insecure
+    return res
+
+
+def pair_cpu_ms_per_kop(args, ft):
+    """CPU the primary and the backup used per 1000 client operations (redis-benchmark + serial loadgen)."""
+    c = ft.get("cpu", {})
+    ops = 2 * args.requests + ft.get("serial", {}).get("ops_acked", 0)
+    cores = c.get("primary", 0) + c.get("backup", 0)
+    return 1e6 * cores * c.get("wall_s", 0) / max(ops, 1)
+
+
+def report_tls_cost(args, res, load):
+    print()
+    print("TLS cost: redis-benchmark -n %d -c 10 and a %g s serial loadgen per VM, %d round(s), the same run "
+          "(load average before/after: %s / %s)" % (args.requests, args.serial_seconds, args.tls_rounds, load[0], load[1]))
+    print()
+    print("| round | channels | plain SET/s | FT SET/s | FT/plain SET | plain GET/s | FT GET/s | FT/plain GET "
+          "| primary+backup CPU ms per 1000 ops | log MB (h1, both ways) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    mean = {}
+    for tls in (True, False):
+        acc = {"SET": [], "GET": [], "ftSET": [], "ftGET": [], "cpu": []}
+        for i, (plain, ft) in enumerate(res[tls]):
+            r = {op: ft["rb"][op]["rps"] / plain["rb"][op]["rps"] for op in ("SET", "GET")}
+            cpu = pair_cpu_ms_per_kop(args, ft)
+            st = ft.get("status") or {}
+            mb = (st.get("h1") or {}).get("log_bytes")
+            for op in ("SET", "GET"):
+                acc[op].append(r[op])
+                acc["ft" + op].append(ft["rb"][op]["rps"])
+            acc["cpu"].append(cpu)
+            print("| %d | %s | %.0f | %.0f | %.3f | %.0f | %.0f | %.3f | %.0f | %s |" % (
+                i + 1, "TLS 1.3" if tls else "plain TCP (--insecure)", plain["rb"]["SET"]["rps"],
+                ft["rb"]["SET"]["rps"], r["SET"], plain["rb"]["GET"]["rps"], ft["rb"]["GET"]["rps"], r["GET"],
+                cpu, "%.1f" % (mb / 1e6) if isinstance(mb, (int, float)) else "n/a"))
+        mean[tls] = {k: statistics.mean(v) for k, v in acc.items()}
+    for op in ("SET", "GET"):
+        print("TLS cost on FT/plain %s throughput (means): %.1f %%; FT %s/s alone, TLS against plain TCP: %+.1f %% "
+              "(target: TLS costs <= 2 %%)" % (
+                  op, 100 * (1 - mean[True][op] / mean[False][op]), op,
+                  100 * (mean[True]["ft" + op] / mean[False]["ft" + op] - 1)))
+    print("primary+backup CPU per 1000 ops, TLS against plain TCP (means): %.0f vs %.0f ms (%+.1f %%)" % (
+        mean[True]["cpu"], mean[False]["cpu"], 100 * (mean[True]["cpu"] / mean[False]["cpu"] - 1)))
+
+
 def run_kills(b, args):
     kills = []
     for k in range(args.kills):
@@ -1014,10 +1103,15 @@ def main():
     ap.add_argument("--diskbw-mib", type=int, default=64, help="diskbw: MiB written and read per round (default 64)")
     ap.add_argument("--diskbw-timeout", type=float, default=600,
                     help="diskbw: longest wait for the guest's workload per pair (default 600)")
-    ap.add_argument("--only", choices=("throughput", "kills", "joins", "diskbw"), action="append",
-                    help="run only these parts (repeatable): throughput (plain vs FT pair), kills, joins, "
+    ap.add_argument("--only", choices=("throughput", "kills", "joins", "diskbw", "tls-cost"), action="append",
+                    help="run only these parts (repeatable): throughput (plain vs FT pair), tls-cost (FT/plain "
+                         "with TLS against without, same run), kills, joins, "
                          "diskbw (log bandwidth, shared vs non-shared disks)")
     ap.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, consoles, reports)")
+    ap.add_argument("--tls-rounds", type=int, default=1,
+                    help="tls-cost: rounds of (TLS, plain TCP) measurements, averaged (default 1)")
+    ap.add_argument("--insecure", action="store_true",
+                    help="run every part on plain TCP (--insecure) instead of TLS (tls-cost runs both anyway)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/ft.py needs root (network namespaces and TAP devices)")
@@ -1041,12 +1135,16 @@ def main():
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    parts = set(args.only or ("throughput", "kills", "joins", "diskbw"))
+    parts = set(args.only or ("throughput", "tls-cost", "kills", "joins", "diskbw"))
     ok = False
     try:
         plain = ft = None
         if "throughput" in parts:
             plain, ft = run_throughput(b, args)
+        if "tls-cost" in parts:
+            lt0 = "%.2f %.2f %.2f" % os.getloadavg()
+            tc = run_tls_cost(b, args)
+            report_tls_cost(args, tc, (lt0, "%.2f %.2f %.2f" % os.getloadavg()))
         kills = []
         if "kills" in parts:
             kills = run_kills(b, args)

@@ -7,6 +7,10 @@
 //! process there every few tens of milliseconds, so the trial always knows
 //! each host's phase and can tell if two hosts ever ran the guest on at
 //! once. Dropping the lab removes the namespaces and everything in them.
+//! Every channel runs over TLS, with certificates the lab makes with `ftvm
+//! certs init` in `DIR/certs` (hosts h1 and h2 for vm0, an operator for the
+//! arbiter's history); `FTVM_LAB_INSECURE=1` runs it all on plain TCP
+//! (`--insecure`) instead.
 
 use std::fs;
 use std::io::Read;
@@ -94,6 +98,8 @@ pub struct Lab {
     pub dir: PathBuf,
     pub tools: Tools,
     pub local_disks: bool,
+    /// Plain TCP (`--insecure`) instead of TLS.
+    pub insecure: bool,
 }
 
 impl Lab {
@@ -104,10 +110,26 @@ impl Lab {
             dir: dir.to_path_buf(),
             tools: tools.clone(),
             local_disks,
+            insecure: std::env::var_os("FTVM_LAB_INSECURE").is_some_and(|v| v == "1"),
         };
         lab.netns(&["down", prefix, "--kill"])?;
         lab.netns(&["up", prefix, "2"])?;
         fs::create_dir_all(dir.join("storage")).context("cannot create the storage dir")?;
+        if !lab.insecure && !dir.join("certs").join("ca-cert.pem").exists() {
+            let out = Command::new(&lab.tools.ftvm)
+                .args(["certs", "init"])
+                .arg(dir.join("certs"))
+                .args(["--hosts", "h1,h2", "--vms", "vm0", "--operator", "lab"])
+                .stdin(Stdio::null())
+                .output()
+                .context("cannot run ftvm certs init")?;
+            if !out.status.success() {
+                bail!(
+                    "ftvm certs init failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+        }
         if local_disks {
             for h in 1..=2 {
                 fs::File::create(dir.join(format!("disk-h{h}.img")))
@@ -170,9 +192,45 @@ impl Lab {
         Ok((p, Stdio::from(f)))
     }
 
+    /// The TLS options of identity `who` (`storage`, `host-h1`,
+    /// `operator-lab`), or `--insecure`.
+    pub fn tls_args(&self, who: &str) -> Vec<String> {
+        if self.insecure {
+            return vec!["--insecure".into()];
+        }
+        let d = self.dir.join("certs");
+        let kind = if who == "storage" { "server" } else { "client" };
+        vec![
+            "--tls-cert".into(),
+            d.join(who)
+                .join(format!("{kind}-cert.pem"))
+                .display()
+                .to_string(),
+            "--tls-key".into(),
+            d.join(who)
+                .join(format!("{kind}-key.pem"))
+                .display()
+                .to_string(),
+            "--tls-ca".into(),
+            d.join("ca-cert.pem").display().to_string(),
+        ]
+    }
+
+    /// `ftvm arbiter OP vm0` as the lab's operator.
+    fn arbiter_cmd(&self, op: &str) -> Result<String> {
+        let ftvm = self.tools.ftvm.display().to_string();
+        let mut args = vec!["arbiter".to_string()];
+        args.extend(self.tls_args("operator-lab"));
+        args.extend(["--arbiter", ARBITER, op, "vm0"].map(String::from));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run_in("st", &ftvm, &args)
+    }
+
     pub fn spawn_storage(&self, name: &str) -> Result<Proc> {
         let mut c = self.cmd_in("st", &self.tools.ftvm);
-        c.args(["storage", "--insecure", "--dir"])
+        c.arg("storage")
+            .args(self.tls_args("storage"))
+            .arg("--dir")
             .arg(self.dir.join("storage"))
             .args(["--nbd-listen", NBD, "--arbiter-listen", ARBITER])
             .args(["--create", "vm0=64M"]);
@@ -203,22 +261,7 @@ impl Lab {
     pub fn wait_arbiter(&self, timeout: Duration) -> Result<()> {
         let t = Instant::now();
         loop {
-            let ftvm = self.tools.ftvm.display().to_string();
-            if self
-                .run_in(
-                    "st",
-                    &ftvm,
-                    &[
-                        "arbiter",
-                        "--insecure",
-                        "--arbiter",
-                        ARBITER,
-                        "query",
-                        "vm0",
-                    ],
-                )
-                .is_ok()
-            {
+            if self.arbiter_cmd("query").is_ok() {
                 return Ok(());
             }
             if t.elapsed() > timeout {
@@ -230,19 +273,7 @@ impl Lab {
 
     /// The arbiter's record for vm0: (generation, winner) per line.
     pub fn arbiter_history(&self) -> Result<Vec<(u64, String)>> {
-        let ftvm = self.tools.ftvm.display().to_string();
-        let out = self.run_in(
-            "st",
-            &ftvm,
-            &[
-                "arbiter",
-                "--insecure",
-                "--arbiter",
-                ARBITER,
-                "history",
-                "vm0",
-            ],
-        )?;
+        let out = self.arbiter_cmd("history")?;
         Ok(out
             .lines()
             .filter(|l| !l.trim().is_empty())
@@ -274,6 +305,7 @@ impl Lab {
         c.args(["--net", "tap:tap0", "--vm", "vm0", "--arbiter", ARBITER])
             .args(["--status", &format!("127.0.0.1:{STATUS_PORT}")])
             .args(["--join-listen", &format!("10.78.0.{host}:7001")])
+            .args(self.tls_args(&format!("host-h{host}")))
             .arg("--no-input");
     }
 

@@ -8,7 +8,11 @@
 //! runs the demonstration itself: a client writes keys over one TCP
 //! connection, the primary gets SIGKILL, and the demo shows the connection
 //! carried on and every acknowledged write is there. Everything it created
-//! is removed on exit, also on Ctrl-C.
+//! is removed on exit, also on Ctrl-C. Every channel — NBD, the arbiter,
+//! the logging and join channels — runs over mutual TLS 1.3 with
+//! certificates the demo makes for itself (`ftvm certs init`'s code) in
+//! `DIR/certs`: hosts h1 and h2 for vm0, the storage host, an operator for
+//! the arbiter's history; `--insecure` runs it all on plain TCP instead.
 
 use std::fs;
 use std::io::{IsTerminal, Write};
@@ -53,6 +57,26 @@ struct VmArgs {
     guest: PathBuf,
     dir: PathBuf,
     memory: String,
+    /// The certificates' directory; `None` with `--insecure`.
+    certs: Option<PathBuf>,
+}
+
+/// The TLS options of identity `who` (`storage`, `host-h1`,
+/// `operator-demo`), or `--insecure`.
+fn tls_args(certs: Option<&Path>, who: &str) -> Vec<String> {
+    let Some(d) = certs else {
+        return vec!["--insecure".into()];
+    };
+    let kind = if who == "storage" { "server" } else { "client" };
+    let f = |name: String| d.join(who).join(name).display().to_string();
+    vec![
+        "--tls-cert".into(),
+        f(format!("{kind}-cert.pem")),
+        "--tls-key".into(),
+        f(format!("{kind}-key.pem")),
+        "--tls-ca".into(),
+        d.join(ftvm_tls::lab::CA_CERT).display().to_string(),
+    ]
 }
 
 impl VmArgs {
@@ -89,6 +113,7 @@ impl VmArgs {
             "--net".into(),
             "tap:tap0".into(),
         ];
+        v.extend(tls_args(self.certs.as_deref(), &format!("host-{host}")));
         if role == "backup" {
             v.extend(["--listen".into(), log_addr(host)]);
             if let Some(j) = join {
@@ -124,6 +149,10 @@ pub struct DemoArgs {
     /// Guest RAM.
     #[arg(long, short = 'm', default_value = "256M")]
     pub memory: String,
+    /// Run every channel on plain TCP instead of TLS (the demo otherwise
+    /// makes its own certificates in DIR/certs).
+    #[arg(long)]
+    pub insecure: bool,
 }
 
 /// The lab and every process the demo started; all gone on drop.
@@ -278,40 +307,55 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
         );
     }
 
-    let storage_args: Vec<String> = [
-        "storage",
-        // The logging and join channels have no TLS yet, so neither has
-        // the demo's storage (docs/security.md).
-        "--insecure",
-        "--dir",
-        &dir.join("storage").display().to_string(),
-        "--nbd-listen",
-        NBD,
-        "--arbiter-listen",
-        ARBITER,
-        "--create",
-        "vm0=256M",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    lab.spawn("storage", "st", &exe, &storage_args, "storage.log")?;
-    let t = Instant::now();
-    while lab
-        .output_in(
-            "h1",
-            &exe,
-            &[
-                "arbiter",
-                "--insecure",
-                "--arbiter",
-                ARBITER,
-                "query",
-                "vm0",
+    let certs = if args.insecure {
+        None
+    } else {
+        let d = dir.join("certs");
+        let plan = ftvm_tls::lab::LabPlan {
+            hosts: vec![
+                ("h1".into(), vec!["vm0".into()]),
+                ("h2".into(), vec!["vm0".into()]),
             ],
-        )
-        .is_none()
-    {
+            operators: vec!["demo".into()],
+            storage: "storage".into(),
+            server_names: vec!["10.79.0.1".into(), "localhost".into()],
+            days: 2,
+        };
+        ftvm_tls::lab::init(&d, &plan).context("cannot make the demo's certificates")?;
+        eprintln!(
+            "ftvm demo: every channel over TLS 1.3, certificates in {}",
+            d.display()
+        );
+        Some(d)
+    };
+    let mut storage_args: Vec<String> = vec!["storage".into()];
+    storage_args.extend(tls_args(certs.as_deref(), "storage"));
+    storage_args.extend(
+        [
+            "--dir",
+            &dir.join("storage").display().to_string(),
+            "--nbd-listen",
+            NBD,
+            "--arbiter-listen",
+            ARBITER,
+            "--create",
+            "vm0=256M",
+        ]
+        .iter()
+        .map(|s| s.to_string()),
+    );
+    lab.spawn("storage", "st", &exe, &storage_args, "storage.log")?;
+    let operator = tls_args(certs.as_deref(), "operator-demo");
+    let arbiter_args = |op: &str| -> Vec<String> {
+        let mut a = vec!["arbiter".to_string()];
+        a.extend(operator.iter().cloned());
+        a.extend(["--arbiter", ARBITER, op, "vm0"].map(String::from));
+        a
+    };
+    let query = arbiter_args("query");
+    let query: Vec<&str> = query.iter().map(String::as_str).collect();
+    let t = Instant::now();
+    while lab.output_in("h1", &exe, &query).is_none() {
         if t.elapsed() > Duration::from_secs(20) {
             bail!(
                 "ftvm storage did not come up:\n{}",
@@ -325,6 +369,7 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
         guest: gdir.clone(),
         dir: dir.clone(),
         memory: args.memory.clone(),
+        certs: certs.clone(),
     };
     let backup_pid = lab.spawn(
         "backup",
@@ -390,7 +435,8 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
     println!("      ip netns exec {p}-h1 {exe_s} status {STATUS}");
     println!("      ip netns exec {p}-h2 {exe_s} status {STATUS}");
     println!(
-        "      ip netns exec {p}-h1 {exe_s} arbiter --insecure --arbiter {ARBITER} history vm0"
+        "      ip netns exec {p}-h1 {exe_s} {}",
+        arbiter_args("history").join(" ")
     );
     println!();
     println!("  Consoles and logs: {}", dir.display());
@@ -568,20 +614,11 @@ fn run_auto(lab: &mut Lab, exe: &Path, loadgen: &Path, vm: &VmArgs) -> Result<u8
         "ftvm demo --auto: every acknowledged write readable from the new primary: {}",
         if verify.is_some() { "yes" } else { "NO" }
     );
-    let history = lab
-        .output_in(
-            "h2",
-            exe,
-            &[
-                "arbiter",
-                "--insecure",
-                "--arbiter",
-                ARBITER,
-                "history",
-                "vm0",
-            ],
-        )
-        .unwrap_or_default();
+    let mut history_args = vec!["arbiter".to_string()];
+    history_args.extend(tls_args(vm.certs.as_deref(), "operator-demo"));
+    history_args.extend(["--arbiter", ARBITER, "history", "vm0"].map(String::from));
+    let history_args: Vec<&str> = history_args.iter().map(String::as_str).collect();
+    let history = lab.output_in("h2", exe, &history_args).unwrap_or_default();
     println!("ftvm demo --auto: the arbiter's record (generation, winner, time):");
     for l in history.lines() {
         println!("      {l}");

@@ -8,12 +8,12 @@ mod replay;
 mod run;
 mod status_cmd;
 mod storage_cmd;
-mod tls_args;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ftvm_node::ft;
+use ftvm_node::tls_args;
 
 #[derive(Parser)]
 #[command(

@@ -33,6 +33,21 @@ pub struct RunArgs {
     /// Print steps executed, wall time and MIPS on exit.
     #[arg(long)]
     pub stats: bool,
+    /// TLS to the NBD server of `--drive nbd://…` (needed only then): this
+    /// host's certificate (e.g. DIR/host-NAME/client-cert.pem from `ftvm
+    /// certs init DIR`), or --insecure.
+    #[command(flatten)]
+    pub tls: ftvm_node::tls_args::TlsArgs,
+}
+
+impl RunArgs {
+    /// Loads the TLS options into the machine's NBD drives when it has any.
+    fn load_tls(&mut self, command: &str) -> Result<()> {
+        if self.machine.has_nbd() {
+            self.machine.nbd_tls = self.tls.client(command, ftvm_tls::Role::Storage)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -77,7 +92,8 @@ fn options(args: &RunArgs) -> Options {
     }
 }
 
-pub fn run(args: RunArgs) -> Result<u8> {
+pub fn run(mut args: RunArgs) -> Result<u8> {
+    args.load_tls("run")?;
     let (cfg, _, backends) = args.machine.build()?;
     let machine = Machine::new(&cfg).context("cannot build the machine")?;
     driver::install_signal_handlers();
@@ -89,7 +105,8 @@ pub fn run(args: RunArgs) -> Result<u8> {
     Ok(ended.exit_code)
 }
 
-pub fn record(args: RecordArgs) -> Result<u8> {
+pub fn record(mut args: RecordArgs) -> Result<u8> {
+    args.run.load_tls("record")?;
     let (cfg, paths, backends) = args.run.machine.build()?;
     let machine = Machine::new(&cfg).context("cannot build the machine")?;
     let created = SystemTime::now()

@@ -20,7 +20,17 @@
 //!   refused and the pair stays paired; then, with the backup frozen
 //!   (SIGSTOP), the guest's reply does not reach the client; it does once
 //!   the backup runs again — the output rule seen from the wire.
-//! - `pair_runs_on_qemu_nbd`: the disk served by `qemu-nbd` instead.
+//! - `pair_runs_on_qemu_nbd`: the disk served by `qemu-nbd` (with TLS) instead.
+//! - `wrong_peers_are_refused_and_the_pair_serves_under_attack`: backups
+//!   with the wrong certificate (an operator's, another VM's host, another
+//!   CA's) cannot join; TLS clients with such certificates, a replayed
+//!   handshake, garbage instead of or after a handshake are refused on the
+//!   logging, join, NBD and arbiter ports, one log line each; then a loop of
+//!   such attackers runs during a redis load: every acknowledged write reads
+//!   back, no failover, nothing at the arbiter.
+//! - `a_backup_from_another_ca_cannot_follow`: the primary dials a backup
+//!   whose certificate is from another CA; both refuse, nobody pairs and
+//!   nothing reaches the arbiter.
 //! - `five_rounds_of_failover_and_rejoin`: kill the process running the
 //!   guest, the other goes live, a new backup joins it (`--join`) on the
 //!   host that died; five times, under one client connection's load, every
@@ -29,6 +39,11 @@
 //!   pre-copy, at the pause (a test switch makes the joiner kill itself the
 //!   moment the state arrives) and right after joining; the primary runs
 //!   on each time, and a later join succeeds and fails over.
+//!
+//! Every channel runs over TLS (certificates from `ftvm certs init` in the
+//! test's scratch dir: hosts h1 and h2 for vm0, an operator for the
+//! arbiter's history; qemu-nbd gets the storage certificate); a test that
+//! passes `--insecure` in its extra options runs on plain TCP instead.
 //!
 //! They need root, `/dev/net/tun`, `redis-cli` and the guest image; without
 //! them they print a note and pass. Pairs boot one at a time.
@@ -85,6 +100,8 @@ struct Pair {
     /// `--failure-timeout-ms`; `None`: ftvm's default.
     failure_timeout_ms: Option<u64>,
     extra: Vec<String>,
+    /// The `ftvm certs init` directory; `None` with `--insecure`.
+    certs: Option<PathBuf>,
     storage: Child,
     qemu_nbd: Option<Child>,
     primary: Option<Child>,
@@ -99,6 +116,44 @@ fn in_ns(ns: &str, exe: &Path) -> Command {
 
 fn ftvm_in(ns: &str) -> Command {
     in_ns(ns, Path::new(env!("CARGO_BIN_EXE_ftvm")))
+}
+
+/// The TLS options of identity `who` (`storage`, `host-h1`, `operator-test`)
+/// from `certs`, or `--insecure`.
+fn tls_args(certs: Option<&Path>, who: &str) -> Vec<String> {
+    let Some(d) = certs else {
+        return vec!["--insecure".into()];
+    };
+    let kind = if who == "storage" { "server" } else { "client" };
+    let f = |name: String| d.join(who).join(name).display().to_string();
+    vec![
+        "--tls-cert".into(),
+        f(format!("{kind}-cert.pem")),
+        "--tls-key".into(),
+        f(format!("{kind}-key.pem")),
+        "--tls-ca".into(),
+        d.join("ca-cert.pem").display().to_string(),
+    ]
+}
+
+/// `ftvm certs init` for a pair of vm0 on hosts h1 and h2.
+fn make_certs(dir: &Scratch) -> PathBuf {
+    let d = dir.path("certs");
+    let out = Command::new(env!("CARGO_BIN_EXE_ftvm"))
+        .arg("certs")
+        .arg("init")
+        .arg(&d)
+        .args(["--hosts", "h1,h2,h3", "--vms", "vm0", "--operator", "test"])
+        .args(["--host", "h4=vm1"])
+        .args(["--server-name", "10.79.0.1"])
+        .output()
+        .expect("ftvm certs init");
+    assert!(
+        out.status.success(),
+        "ftvm certs init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    d
 }
 
 fn log_file(dir: &Scratch, name: &str) -> Stdio {
@@ -141,8 +196,15 @@ impl Pair {
             }
             extra.push("--local-disks".into());
         }
+        let certs = if extra.iter().any(|e| e == "--insecure") {
+            None
+        } else {
+            Some(make_certs(&dir))
+        };
         let storage = ftvm_in(&net.ns("st"))
-            .args(["storage", "--insecure", "--dir"])
+            .arg("storage")
+            .args(tls_args(certs.as_deref(), "storage"))
+            .arg("--dir")
             .arg(&st_dir)
             .args([
                 "--nbd-listen",
@@ -183,6 +245,17 @@ impl Pair {
                         "--shared=8",
                         "--cache=none",
                     ])
+                    .args(certs.iter().flat_map(|c| {
+                        [
+                            "--object".to_string(),
+                            format!(
+                                "tls-creds-x509,id=tls0,endpoint=server,dir={}",
+                                c.join("storage").display()
+                            ),
+                            "--tls-creds".to_string(),
+                            "tls0".to_string(),
+                        ]
+                    }))
                     .arg(&img)
                     .stdout(log_file(&dir, "qemu-nbd.out"))
                     .stderr(log_file(&dir, "qemu-nbd.log"))
@@ -197,12 +270,29 @@ impl Pair {
             local: disk == DiskServer::Local,
             failure_timeout_ms,
             extra,
+            certs,
             storage,
             qemu_nbd,
             primary: None,
             backup: None,
         };
         pair.wait_storage();
+        if pair.qemu_nbd.is_some() {
+            // qemu-nbd loads its TLS credentials before it listens.
+            let t = Instant::now();
+            while !Command::new("ip")
+                .args(["netns", "exec", &pair.net.ns("st"), "bash", "-c"])
+                .arg("exec 3<>/dev/tcp/10.79.0.1/10811")
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "qemu-nbd never listened"
+                );
+                sleep(Duration::from_millis(100));
+            }
+        }
         pair.backup = Some(pair.spawn_backup("h2", "backup", None));
         let mut p = ftvm_in(&pair.net.ns("h1"));
         // A digest every 5·10⁷ steps (a few a second): every test also
@@ -268,6 +358,19 @@ impl Pair {
             )
             .args(&self.extra)
             .arg("--no-input");
+        if self.certs.is_some() {
+            c.args(tls_args(self.certs.as_deref(), &format!("host-{host}")));
+        }
+    }
+
+    /// `ftvm arbiter ARGS` as the operator (or `--insecure`).
+    fn arbiter_cmd(&self, args: &[&str]) -> Command {
+        let mut c = ftvm_in(&self.net.ns("h1"));
+        c.arg("arbiter")
+            .args(tls_args(self.certs.as_deref(), "operator-test"))
+            .args(["--arbiter", ARBITER])
+            .args(args);
+        c
     }
 
     /// Starts `ftvm backup` on `host` (listening on its logging address),
@@ -308,15 +411,8 @@ impl Pair {
     fn wait_storage(&mut self) {
         let t = Instant::now();
         loop {
-            let out = ftvm_in(&self.net.ns("h1"))
-                .args([
-                    "arbiter",
-                    "--insecure",
-                    "--arbiter",
-                    ARBITER,
-                    "query",
-                    "vm0",
-                ])
+            let out = self
+                .arbiter_cmd(&["query", "vm0"])
                 .output()
                 .expect("ftvm arbiter");
             if out.status.success() {
@@ -428,15 +524,8 @@ impl Pair {
 
     /// The arbiter's wins for vm0, one per line.
     fn arbiter_history(&self) -> Vec<String> {
-        let out = ftvm_in(&self.net.ns("h1"))
-            .args([
-                "arbiter",
-                "--insecure",
-                "--arbiter",
-                ARBITER,
-                "history",
-                "vm0",
-            ])
+        let out = self
+            .arbiter_cmd(&["history", "vm0"])
             .output()
             .expect("ftvm arbiter history");
         assert!(out.status.success(), "arbiter history failed");
@@ -727,7 +816,9 @@ fn outputs_wait_for_the_backup() {
     sleep(Duration::from_secs(2));
     let backup_log = fs::read_to_string(pair.dir.path("backup.log")).unwrap_or_default();
     assert!(
-        backup_log.contains("refused garbage on the logging connection"),
+        backup_log.contains("refused garbage on the logging connection")
+            || (backup_log.contains("refused a connection from 10.78.0.1:")
+                && backup_log.contains("logging port: TLS")),
         "no log line about the garbage: {backup_log}"
     );
     let primary_log = fs::read_to_string(pair.dir.path("primary.log")).unwrap_or_default();
@@ -1106,4 +1197,413 @@ fn cpu_hog_false_failovers_lose_nothing() {
     let [a, b] = sides;
     pair.primary = Some(a.1);
     pair.backup = Some(b.1);
+}
+
+/// Runs `f` on a thread inside network namespace `ns` (sockets it creates
+/// live there).
+fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = fs::File::open(&path).expect("open the namespace");
+        // SAFETY: setns(2) on a valid namespace descriptor, for this thread.
+        let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
+}
+
+/// A TLS client setup of identity `who` from `certs`, expecting servers of `role`.
+fn client_tls(certs: &Path, who: &str, role: ftvm_tls::Role) -> ftvm_tls::ClientTls {
+    let f = ftvm_tls::TlsFiles {
+        cert: certs.join(who).join("client-cert.pem"),
+        key: certs.join(who).join("client-key.pem"),
+        ca: certs.join("ca-cert.pem"),
+    };
+    ftvm_tls::ClientTls::load(&f, role).expect("load client TLS")
+}
+
+const JOIN_ADDR: &str = "10.78.0.1:7001";
+
+/// One round of attacks from the current namespace; returns how many
+/// connections were made. None may get a frame back.
+fn attack_round(certs: &Path, other_ca: &Path, recorded: &[u8]) -> usize {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let mut n = 0;
+    let deadline = || Instant::now() + Duration::from_secs(3);
+    let read_all = |mut s: TcpStream| {
+        s.set_read_timeout(Some(Duration::from_secs(4))).ok();
+        let mut got = Vec::new();
+        let _ = s.read_to_end(&mut got);
+        got
+    };
+    // Garbage instead of a handshake, on every port.
+    for addr in [LOG_ADDR, JOIN_ADDR, NBD, ARBITER] {
+        if let Ok(mut s) = TcpStream::connect(addr) {
+            n += 1;
+            let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n\x16\x03\x01garbage garbage");
+            let got = read_all(s);
+            assert!(
+                !got.windows(4).any(|w| w == b"FTAB"),
+                "an arbiter frame for garbage"
+            );
+        }
+    }
+    // Handshakes with the wrong certificates.
+    let wrong = [
+        client_tls(certs, "operator-test", ftvm_tls::Role::Host),
+        client_tls(certs, "host-h4", ftvm_tls::Role::Host),
+        client_tls(other_ca, "host-h2", ftvm_tls::Role::Host),
+    ];
+    for tls in &wrong {
+        for addr in [LOG_ADDR, JOIN_ADDR] {
+            let Ok(sock) = TcpStream::connect(addr) else {
+                continue;
+            };
+            n += 1;
+            if let Ok((mut s, _)) = ftvm_tls::ClientStream::connect(tls, sock, deadline()) {
+                // Our side finished; the server checks us now and closes.
+                let _ = s.write_all(b"garbage after the handshake");
+                let mut buf = [0u8; 64];
+                s.socket()
+                    .set_read_timeout(Some(Duration::from_secs(4)))
+                    .ok();
+                let r = s.read(&mut buf);
+                assert!(
+                    !matches!(r, Ok(k) if k > 0),
+                    "a refused peer got data from {addr}"
+                );
+            }
+        }
+    }
+    // The arbiter, with another CA's host certificate.
+    if let Ok(sock) = TcpStream::connect(ARBITER) {
+        n += 1;
+        let tls = client_tls(other_ca, "host-h1", ftvm_tls::Role::Storage);
+        assert!(
+            ftvm_tls::ClientStream::connect(&tls, sock, deadline()).is_err(),
+            "the arbiter accepted another CA"
+        );
+    }
+    // A replayed handshake, whole, and its first flight followed by garbage.
+    if !recorded.is_empty() {
+        for tail in [
+            &b""[..],
+            b"\x17\x03\x03\x00\x20 this is not a TLS record at all",
+        ] {
+            if let Ok(mut s) = TcpStream::connect(LOG_ADDR) {
+                n += 1;
+                let mut bytes = recorded.to_vec();
+                if !tail.is_empty() {
+                    // The ClientHello record only.
+                    let len = 5 + u16::from_be_bytes([recorded[3], recorded[4]]) as usize;
+                    bytes.truncate(len.min(recorded.len()));
+                    bytes.extend_from_slice(tail);
+                }
+                let _ = s.write_all(&bytes);
+                let got = read_all(s);
+                // A server hello and alert at most: no application data.
+                assert!(got.len() < 4096, "a replay got {} bytes", got.len());
+            }
+        }
+    }
+    n
+}
+
+/// Records the bytes a real host-of-vm0 client sends in its handshake to
+/// the backup's logging port (through a relay), from the current namespace.
+fn record_handshake(certs: &Path) -> Vec<u8> {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    let relay = TcpListener::bind("127.0.0.1:0").expect("relay");
+    let relay_addr = relay.local_addr().expect("addr");
+    let recorder = std::thread::spawn(move || {
+        let (mut client, _) = relay.accept().expect("accept");
+        let mut server = TcpStream::connect(LOG_ADDR).expect("connect to the backup");
+        let mut back = server.try_clone().expect("clone");
+        let mut client_back = client.try_clone().expect("clone");
+        let t = std::thread::spawn(move || {
+            let _ = std::io::copy(&mut back, &mut client_back);
+            let _ = client_back.shutdown(std::net::Shutdown::Both);
+        });
+        let mut recorded = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            recorded.extend_from_slice(&buf[..n]);
+            if server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = server.shutdown(std::net::Shutdown::Both);
+        let _ = t.join();
+        recorded
+    });
+    let tls = client_tls(certs, "host-h3", ftvm_tls::Role::Host);
+    let sock = TcpStream::connect(relay_addr).expect("connect to the relay");
+    let (mut s, id) =
+        ftvm_tls::ClientStream::connect(&tls, sock, Instant::now() + Duration::from_secs(5))
+            .expect("a valid host's handshake");
+    assert!(id.is_host_of("vm0"), "{id}");
+    // It never sends a Hello: the backup drops it, the pair untouched.
+    s.close();
+    let recorded = recorder.join().expect("recorder");
+    assert!(recorded.len() > 500, "recorded {} bytes", recorded.len());
+    recorded
+}
+
+/// `ftvm backup --join` on h2 with `tls` options, `vm` and its own disk
+/// file; returns its exit status and stderr.
+fn wrong_joiner(pair: &Pair, name: &str, vm: &str, tls: Vec<String>) -> (ExitStatus, String) {
+    let g = guest_dir();
+    let disk = pair.dir.path(&format!("{name}.img"));
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("a disk");
+    let mut c = ftvm_in(&pair.net.ns("h2"));
+    c.args(["backup", "--vm", vm, "--arbiter", ARBITER])
+        .args(["--listen", "10.78.0.2:7005", "--join", JOIN_ADDR])
+        .args(["--console", "null", "--no-input"])
+        .arg("--bios")
+        .arg(g.join("fw_jump.bin"))
+        .arg("--kernel")
+        .arg(g.join("Image"))
+        .arg("--initrd")
+        .arg(g.join("initrd.cpio.gz"))
+        .arg("--drive")
+        .arg(format!("file={}", disk.display()))
+        .args(tls)
+        .stdout(Stdio::null())
+        .stderr(log_file(&pair.dir, &format!("{name}.log")));
+    let mut child = Some(c.spawn().expect("start a wrong backup"));
+    let st = Pair::wait_exit(&mut child, Duration::from_secs(30));
+    if st.is_none() {
+        Pair::kill(&mut child);
+    }
+    let log = fs::read_to_string(pair.dir.path(&format!("{name}.log"))).unwrap_or_default();
+    (st.expect("the wrong backup did not give up"), log)
+}
+
+fn other_ca(dir: &Scratch) -> PathBuf {
+    let d = dir.path("other-ca");
+    let out = Command::new(env!("CARGO_BIN_EXE_ftvm"))
+        .args(["certs", "init"])
+        .arg(&d)
+        .args(["--hosts", "h1,h2", "--vms", "vm0"])
+        .output()
+        .expect("ftvm certs init");
+    assert!(out.status.success());
+    d
+}
+
+#[test]
+fn wrong_peers_are_refused_and_the_pair_serves_under_attack() {
+    if !possible("wrong_peers_are_refused_and_the_pair_serves_under_attack") {
+        return;
+    }
+    let _vm = vm_lock();
+    let pair = Pair::start(4, DiskServer::Ftvm, "", None);
+    let certs = pair.certs.clone().expect("a TLS pair");
+    let other = other_ca(&pair.dir);
+    let primary_log = || fs::read_to_string(pair.dir.path("primary.log")).unwrap_or_default();
+    let backup_log = || fs::read_to_string(pair.dir.path("backup.log")).unwrap_or_default();
+    let storage_log = || fs::read_to_string(pair.dir.path("storage.log")).unwrap_or_default();
+    let join_refusals = || {
+        primary_log()
+            .lines()
+            .filter(|l| {
+                l.contains("refused a connection from 10.78.0.2:") && l.contains("join port")
+            })
+            .count()
+    };
+
+    // Real backups with the wrong certificate cannot join.
+    let (st, log) = wrong_joiner(&pair, "op", "vm0", tls_args(Some(&certs), "operator-test"));
+    assert!(!st.success() && log.contains("not a host of VM"), "{log}");
+    let (st, log) = wrong_joiner(&pair, "vm1", "vm1", tls_args(Some(&certs), "host-h4"));
+    assert!(!st.success(), "{log}");
+    let (st, log) = wrong_joiner(&pair, "ca2", "vm0", tls_args(Some(&other), "host-h2"));
+    assert!(!st.success(), "{log}");
+    sleep(Duration::from_millis(500));
+    let p = primary_log();
+    assert!(
+        p.lines().any(|l| l.contains("join port")
+            && l.contains("host h4 (VMs vm1) is not a host of VM \"vm0\"")),
+        "no refusal naming the vm1 host: {p}"
+    );
+    assert_eq!(join_refusals(), 2, "one line per refused joiner: {p}");
+
+    // TLS clients with the wrong certificates, garbage, a replayed handshake.
+    let c = certs.clone();
+    let recorded = in_netns(&pair.net.ns("h2"), move || record_handshake(&c));
+    let (c, o, r) = (certs.clone(), other.clone(), recorded.clone());
+    let made = in_netns(&pair.net.ns("h2"), move || attack_round(&c, &o, &r));
+    sleep(Duration::from_secs(1));
+    let b = backup_log();
+    let logging_refusals: Vec<&str> = b
+        .lines()
+        .filter(|l| l.contains("refused a connection from") && l.contains("logging port"))
+        .collect();
+    // Garbage, 3 wrong certificates, the replay, hello + garbage.
+    assert!(
+        logging_refusals.len() >= 6,
+        "{made} attacks, logging refusals: {logging_refusals:#?}"
+    );
+    assert!(
+        logging_refusals
+            .iter()
+            .any(|l| l.contains("operator test is not a host")),
+        "{b}"
+    );
+    assert!(
+        logging_refusals
+            .iter()
+            .any(|l| l.contains("is not a host") && l.contains("h4")),
+        "{b}"
+    );
+    assert!(join_refusals() >= 6, "{}", primary_log());
+    let st = storage_log();
+    assert!(
+        st.contains("refused"),
+        "the storage host logged no refusal: {st}"
+    );
+    // The pair was not disturbed.
+    assert_eq!(
+        primary_log().matches("paired with the backup").count(),
+        1,
+        "{}",
+        primary_log()
+    );
+    pair.wait_phase("h1", "paired", Duration::from_secs(5));
+    pair.wait_phase("h2", "following", Duration::from_secs(5));
+
+    // Attackers in a loop during a redis load.
+    let load = pair.start_load("attacked", 15);
+    let (c, o, r) = (certs.clone(), other.clone(), recorded.clone());
+    let attacks = in_netns(&pair.net.ns("h2"), move || {
+        let t = Instant::now();
+        let mut n = 0;
+        while t.elapsed() < Duration::from_secs(13) {
+            n += attack_round(&c, &o, &r);
+        }
+        n
+    });
+    let report = pair.finish_load("attacked", load);
+    eprintln!("{attacks} attacking connections during the load: {report}");
+    assert!(attacks > 20, "only {attacks} attacks");
+    assert!(pair.arbiter_history().is_empty(), "a failover happened");
+    assert_eq!(primary_log().matches("paired with the backup").count(), 1);
+    pair.wait_phase("h1", "paired", Duration::from_secs(5));
+    pair.wait_phase("h2", "following", Duration::from_secs(5));
+    let refusals = backup_log().matches("refused a connection from").count()
+        + primary_log().matches("refused a connection from").count();
+    assert!(
+        refusals > attacks / 2,
+        "{refusals} refusals logged for {attacks} attacks"
+    );
+}
+
+#[test]
+fn a_backup_from_another_ca_cannot_follow() {
+    if !possible("a_backup_from_another_ca_cannot_follow") {
+        return;
+    }
+    let _vm = vm_lock();
+    let net = TestNet::up_with_hosts(3, 2);
+    let dir = Scratch::new("ft-ca2");
+    let certs = make_certs(&dir);
+    let other = other_ca(&dir);
+    let st_dir = dir.path("storage");
+    fs::create_dir_all(&st_dir).expect("storage dir");
+    let mut storage = Some(
+        ftvm_in(&net.ns("st"))
+            .arg("storage")
+            .args(tls_args(Some(&certs), "storage"))
+            .arg("--dir")
+            .arg(&st_dir)
+            .args(["--nbd-listen", NBD, "--arbiter-listen", ARBITER])
+            .args(["--create", "vm0=64M"])
+            .stdout(Stdio::null())
+            .stderr(log_file(&dir, "storage.log"))
+            .spawn()
+            .expect("start ftvm storage"),
+    );
+    let g = guest_dir();
+    let images = |c: &mut Command| {
+        c.arg("--bios")
+            .arg(g.join("fw_jump.bin"))
+            .arg("--kernel")
+            .arg(g.join("Image"))
+            .arg("--initrd")
+            .arg(g.join("initrd.cpio.gz"))
+            .args(["--vm", "vm0", "--arbiter", ARBITER, "--no-input"])
+            .args(["--console", "null"]);
+    };
+    let disk = dir.path("b.img");
+    fs::File::create(&disk)
+        .and_then(|f| f.set_len(64 << 20))
+        .expect("disk");
+    let mut b = ftvm_in(&net.ns("h2"));
+    b.args(["backup", "--listen", LOG_ADDR]);
+    images(&mut b);
+    b.arg("--drive")
+        .arg(format!("file={}", disk.display()))
+        .args(tls_args(Some(&other), "host-h2"));
+    let mut backup = Some(
+        b.stdout(Stdio::null())
+            .stderr(log_file(&dir, "backup.log"))
+            .spawn()
+            .expect("backup"),
+    );
+    sleep(Duration::from_secs(1));
+    let mut p = ftvm_in(&net.ns("h1"));
+    p.args([
+        "primary",
+        "--backup",
+        LOG_ADDR,
+        "--startup-timeout-ms",
+        "60000",
+    ]);
+    images(&mut p);
+    p.args(["--drive", &format!("nbd://{NBD}/vm0")])
+        .args(tls_args(Some(&certs), "host-h1"));
+    let mut primary = Some(
+        p.stdout(Stdio::null())
+            .stderr(log_file(&dir, "primary.log"))
+            .spawn()
+            .expect("primary"),
+    );
+    sleep(Duration::from_secs(8));
+    let plog = fs::read_to_string(dir.path("primary.log")).unwrap_or_default();
+    let blog = fs::read_to_string(dir.path("backup.log")).unwrap_or_default();
+    let arbiter = ftvm_in(&net.ns("h1"))
+        .arg("arbiter")
+        .args(tls_args(Some(&certs), "operator-test"))
+        .args(["--arbiter", ARBITER, "query", "vm0"])
+        .output()
+        .expect("arbiter query");
+    Pair::kill(&mut primary);
+    Pair::kill(&mut backup);
+    Pair::kill(&mut storage);
+    assert_eq!(
+        plog.matches("refused the backup at 10.78.0.2:7000").count(),
+        1,
+        "one line, however often the primary redials: {plog}"
+    );
+    assert!(!plog.contains("paired with"), "{plog}");
+    assert!(
+        blog.contains("refused a connection from 10.78.0.1:") && blog.contains("logging port"),
+        "{blog}"
+    );
+    assert!(!blog.contains("following the primary"), "{blog}");
+    assert_eq!(
+        String::from_utf8_lossy(&arbiter.stdout),
+        "generation 0\nholder -\nwins 0\n",
+        "nothing reached the arbiter"
+    );
+    drop(net);
 }

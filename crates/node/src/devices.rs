@@ -19,6 +19,7 @@ use anyhow::{bail, Context, Result};
 use ftvm_host::{DiskImage, HostError, TapDevice};
 use ftvm_machine::{BlkOp, DeviceConfig, Input, Slot};
 use ftvm_storage::{NbdClient, NbdClientOptions, NbdError};
+use ftvm_tls::ClientTls;
 
 use crate::events::{EventSender, HostEvent};
 use crate::reactor::{FrameSource, Reactor};
@@ -218,9 +219,10 @@ impl DiskBackend for NbdClient {
 /// export is an error here — and from then on retries forever: once the
 /// machine runs, disk I/O waits for a storage server that went away and
 /// resumes when it is back, rather than failing in the guest.
-fn open_nbd(addr: SocketAddr, export: &str) -> Result<NbdClient> {
+fn open_nbd(addr: SocketAddr, export: &str, tls: Option<&ClientTls>) -> Result<NbdClient> {
     let opts = NbdClientOptions {
         retry_for: None,
+        tls: tls.cloned(),
         ..NbdClientOptions::default()
     };
     // The message already names its cause; keeping the chain would repeat it.
@@ -349,6 +351,7 @@ pub fn open(
     drives: &[DriveSpec],
     nets: &[NetSpec],
     rng: bool,
+    nbd_tls: Option<&ClientTls>,
 ) -> Result<(Vec<DeviceConfig>, Backends)> {
     let mut cfgs = Vec::new();
     let mut b = Backends {
@@ -364,8 +367,8 @@ pub fn open(
                 (Box::new(img), d.read_only)
             }
             DriveSource::Nbd { addr, export } => {
-                let client =
-                    open_nbd(*addr, export).with_context(|| format!("drive {}", d.source))?;
+                let client = open_nbd(*addr, export, nbd_tls)
+                    .with_context(|| format!("drive {}", d.source))?;
                 // A read-only export is a read-only disk, whatever was asked.
                 let ro = d.read_only || client.is_read_only();
                 (Box::new(client), ro)
@@ -399,7 +402,12 @@ pub fn open(
 /// open: what a backup needs to build its machine while the primary holds
 /// the devices. Image files are checked and sized (not locked: the primary
 /// has them), NBD exports and TAP devices are opened once and closed again.
-pub fn probe(drives: &[DriveSpec], nets: &[NetSpec], rng: bool) -> Result<Vec<DeviceConfig>> {
+pub fn probe(
+    drives: &[DriveSpec],
+    nets: &[NetSpec],
+    rng: bool,
+    nbd_tls: Option<&ClientTls>,
+) -> Result<Vec<DeviceConfig>> {
     let mut cfgs = Vec::new();
     for d in drives {
         let capacity_bytes = match &d.source {
@@ -412,7 +420,7 @@ pub fn probe(drives: &[DriveSpec], nets: &[NetSpec], rng: bool) -> Result<Vec<De
                 }
                 meta.len()
             }
-            DriveSource::Nbd { addr, export } => open_nbd(*addr, export)
+            DriveSource::Nbd { addr, export } => open_nbd(*addr, export, nbd_tls)
                 .with_context(|| format!("drive {}", d.source))?
                 .size(),
         };

@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use ftvm_ft::{ArbiterResult, Frame};
 use ftvm_machine::{Input, Slot};
+use ftvm_tls::rustls;
+use ftvm_tls::Identity;
 
 #[derive(Debug)]
 pub enum HostEvent {
@@ -29,10 +31,11 @@ pub enum HostEvent {
 /// numbered; events of a connection the driver has replaced are ignored.
 #[derive(Debug)]
 pub enum FtEvent {
-    /// A logging connection was established (dialled or accepted).
-    Connected { conn: u64, stream: TcpStream },
+    /// A logging connection was established (dialled or accepted; with
+    /// TLS, handshaken and its peer checked).
+    Connected { conn: u64, stream: LinkStream },
     /// A new backup connected to the `--join-listen` address.
-    Joiner { conn: u64, stream: TcpStream },
+    Joiner { conn: u64, stream: LinkStream },
     /// A dial attempt failed.
     DialFailed { error: String },
     /// A complete frame arrived.
@@ -44,6 +47,48 @@ pub enum FtEvent {
     Arbiter(ArbiterResult, String),
     /// A following backup's machine, built off the loop.
     MachineBuilt(crate::ft::backup::MachineBuilt),
+}
+
+/// A logging or join connection as it reaches a driver: plain TCP
+/// (`--insecure`), or a TLS connection whose handshake has completed and
+/// whose peer has been checked to be a host of this VM
+/// ([`crate::ft::secure`]). Connections that fail the handshake or the
+/// check never become one.
+pub enum LinkStream {
+    Plain(TcpStream),
+    Tls {
+        sock: TcpStream,
+        conn: Box<rustls::Connection>,
+        peer: Identity,
+    },
+}
+
+impl LinkStream {
+    /// The socket.
+    pub fn socket(&self) -> &TcpStream {
+        match self {
+            LinkStream::Plain(s) => s,
+            LinkStream::Tls { sock, .. } => sock,
+        }
+    }
+
+    /// The peer's address, for log lines.
+    pub fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.socket().peer_addr()
+    }
+}
+
+impl std::fmt::Debug for LinkStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LinkStream::Plain(s) => f.debug_tuple("Plain").field(&s.peer_addr().ok()).finish(),
+            LinkStream::Tls { sock, peer, .. } => f
+                .debug_struct("Tls")
+                .field("addr", &sock.peer_addr().ok())
+                .field("peer", peer)
+                .finish(),
+        }
+    }
 }
 
 /// The sending end of a driver's event channel: every event sent also

@@ -63,6 +63,20 @@ pub struct MachineArgs {
         default_value = "jit"
     )]
     pub cpu: Engine,
+    /// TLS for NBD drives, set by the command from its TLS options
+    /// (`None`: plain NBD).
+    #[arg(skip)]
+    pub nbd_tls: Option<ftvm_tls::ClientTls>,
+}
+
+impl MachineArgs {
+    /// Whether a drive is an NBD export (the command then needs TLS
+    /// options or `--insecure`).
+    pub fn has_nbd(&self) -> bool {
+        self.drives
+            .iter()
+            .any(|d| matches!(d.source, devices::DriveSource::Nbd { .. }))
+    }
 }
 
 fn read_file(what: &str, path: &Path) -> Result<Vec<u8>> {
@@ -138,7 +152,12 @@ impl MachineArgs {
     /// Builds the machine config (reading every image) and opens the device
     /// backends. Power-on values (RNG seed, wall clock) come from the host.
     pub fn build(&self) -> Result<(MachineConfig, ImagePaths, Backends)> {
-        let (virtio, backends) = devices::open(&self.drives, &self.nets, !self.no_rng)?;
+        let (virtio, backends) = devices::open(
+            &self.drives,
+            &self.nets,
+            !self.no_rng,
+            self.nbd_tls.as_ref(),
+        )?;
         let (cfg, paths) = self.config(virtio)?;
         Ok((cfg, paths, backends))
     }
@@ -146,7 +165,12 @@ impl MachineArgs {
     /// Like [`build`](Self::build), but only probes the devices (see
     /// [`devices::probe`]): a backup's machine, whose devices the primary holds.
     pub fn build_probed(&self) -> Result<(MachineConfig, ImagePaths)> {
-        let virtio = devices::probe(&self.drives, &self.nets, !self.no_rng)?;
+        let virtio = devices::probe(
+            &self.drives,
+            &self.nets,
+            !self.no_rng,
+            self.nbd_tls.as_ref(),
+        )?;
         self.config(virtio)
     }
 

@@ -18,6 +18,10 @@ pub use config::{ClientTls, ServerTls, TlsFiles};
 pub use identity::{Identity, IdentityError, Role};
 pub use stream::{ClientStream, ServerStream, TlsStream};
 
+/// The rustls this crate is built with, for callers that drive a
+/// connection themselves ([`TlsStream::into_parts`]).
+pub use rustls;
+
 use std::path::PathBuf;
 
 /// What loading TLS material or running a handshake can fail with.

@@ -103,6 +103,14 @@ where
         &self.sock
     }
 
+    /// The connection and its socket, for a caller that drives the
+    /// connection itself from here on (the FT logging link: non-blocking,
+    /// on its readiness loop). Whatever rustls already received stays in
+    /// the connection.
+    pub fn into_parts(self) -> (C, TcpStream) {
+        (self.conn, self.sock)
+    }
+
     /// The verified peer's identity.
     pub fn peer_identity(&self) -> Result<Identity, IdentityError> {
         peer_identity(self.conn.peer_certificates())

@@ -26,9 +26,14 @@ pub struct Arbiter {
 }
 
 impl Arbiter {
-    pub fn new(addr: SocketAddr, vm: &str) -> Arbiter {
+    /// An arbiter at `addr` for `vm`, over TLS when `tls` is given.
+    pub fn new(addr: SocketAddr, vm: &str, tls: Option<ftvm_tls::ClientTls>) -> Arbiter {
+        let mut client = ArbiterClient::new(addr);
+        if let Some(tls) = tls {
+            client = client.with_tls(tls);
+        }
         Arbiter {
-            client: Arc::new(ArbiterClient::new(addr)),
+            client: Arc::new(client),
             vm: vm.to_string(),
         }
     }

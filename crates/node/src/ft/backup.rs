@@ -422,7 +422,7 @@ impl BackupDriver {
                 let Some((_, link)) = self.probation.take() else {
                     return Ok(());
                 };
-                let from = link.peer().map(|a| a.to_string()).unwrap_or_default();
+                let from = link.peer_name();
                 let ours = matches!(&frame.message, Message::Hello(h) if h.vm == self.args.ft.vm)
                     && frame.generation == self.generation;
                 if !ours {
@@ -743,7 +743,9 @@ impl BackupDriver {
 }
 
 /// `ftvm backup`.
-pub fn backup(args: BackupArgs) -> Result<u8> {
+pub fn backup(mut args: BackupArgs) -> Result<u8> {
+    args.ft.load_tls("backup")?;
+    args.machine.nbd_tls = args.ft.storage_tls();
     // Building the machine here checks the images and that every drive can
     // be opened, without keeping any (shared images are the primary's until
     // the backup goes live).
@@ -763,8 +765,13 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
         .collect::<Result<Vec<_>>>()?;
     let identity = args.ft.identity(&own);
     let mut local_disks = if args.ft.local_disks {
-        let (_, mut b) = devices::open(&args.machine.drives, &[], false)
-            .context("cannot open this backup's own disks (--local-disks)")?;
+        let (_, mut b) = devices::open(
+            &args.machine.drives,
+            &[],
+            false,
+            args.machine.nbd_tls.as_ref(),
+        )
+        .context("cannot open this backup's own disks (--local-disks)")?;
         Some(std::mem::take(&mut b.disks))
     } else {
         None
@@ -773,7 +780,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
     // With no machine before the primary's Hello there is nothing to take
     // over: wait for the first contact as long as it takes.
     config.startup_timeout_ms = u64::MAX / 4;
-    let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm);
+    let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm, args.ft.storage_tls());
     if args.join.is_none() {
         arbiter.check_generation(args.ft.generation)?;
     }
@@ -815,6 +822,7 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
                 link,
                 &mut reactor,
                 local_disks.as_ref(),
+                args.ft.secure.as_ref(),
             )?;
             if args.test_die_at_join_state {
                 eprintln!("ftvm: backup: test switch: dying at the join state");
@@ -840,6 +848,9 @@ pub fn backup(args: BackupArgs) -> Result<u8> {
         LISTENER,
         FIRST_ACCEPTED_ID,
         false,
+        args.ft.secure.clone(),
+        tx.clone(),
+        "backup",
     )?;
     let report = Report {
         vm: args.ft.vm.clone(),
@@ -893,8 +904,8 @@ fn go_live(d: BackupDriver) -> Result<u8> {
     // Our own disk copies (non-shared disks) are reopened as the live ones.
     drop(f.local);
     let m = &d.args.machine;
-    let (_, mut backends) =
-        devices::open(&m.drives, &[], false).context("cannot attach the disks to go live")?;
+    let (_, mut backends) = devices::open(&m.drives, &[], false, m.nbd_tls.as_ref())
+        .context("cannot attach the disks to go live")?;
     let mut buf = vec![0u8; ftvm_host::tap::MAX_FRAME];
     for (i, tap) in d.taps.into_iter().enumerate() {
         // Frames queued while following were the primary's business.

@@ -29,8 +29,9 @@ use ftvm_machine::Machine;
 use ftvm_machine::Slot;
 
 use super::link::Link;
+use super::secure::FtTls;
 use crate::devices::DiskBackend;
-use crate::events::FtEvent;
+use crate::events::{FtEvent, LinkStream};
 use crate::reactor::Reactor;
 
 /// Stop pre-copying when a round has at most this many dirty pages left
@@ -361,6 +362,7 @@ pub struct Joined {
 }
 
 /// The joiner's side: dials `donor`, asks to join and receives the state.
+#[allow(clippy::too_many_arguments)]
 pub fn receive(
     donor: SocketAddr,
     vm: &str,
@@ -369,10 +371,18 @@ pub fn receive(
     link: Link,
     reactor: &mut Reactor,
     local: Option<&BTreeMap<Slot, Box<dyn DiskBackend>>>,
+    tls: Option<&FtTls>,
 ) -> Result<Joined> {
     let mut link = link;
     let stream = TcpStream::connect_timeout(&donor, Duration::from_secs(5))
         .with_context(|| format!("cannot reach the primary's join address {donor}"))?;
+    // No guest runs yet: the handshake may block this thread.
+    let stream = match tls {
+        None => LinkStream::Plain(stream),
+        Some(tls) => tls
+            .connect(stream)
+            .map_err(|why| anyhow::anyhow!("refused the primary at {donor}: {why}"))?,
+    };
     let conn = link.next_conn_id();
     link.attach(conn, stream)?;
     link.send(&Frame {

@@ -11,18 +11,36 @@
 //! time, in a thread, with a short connect timeout: not on the hot path);
 //! the backup accepts on a listener registered with the same loop. Nothing
 //! here interprets frames: that is the protocol core's job.
+//!
+//! With TLS the connection arrives handshaken and its peer checked
+//! ([`super::secure`]: the dial thread, or a handshake thread per accepted
+//! connection, does that before anything reaches the loop), and the link
+//! drives the rustls connection on the same non-blocking socket: what the
+//! socket delivers is fed to `read_tls`/`process_new_packets` and the
+//! plaintext taken from `reader()`; what the core sends goes from the
+//! output buffer into `writer()` (at most rustls's 64 KiB buffer at a time,
+//! so the output buffer stays the one place bytes wait) and out with
+//! `write_tls` at once, in the same call — an Ack is not held back. A
+//! record that does not decrypt or a TLS alert ends the connection like
+//! garbage in a frame does.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
 use ftvm_ft::wire::WireDecoder;
 use ftvm_ft::Frame;
+use ftvm_tls::rustls;
+use ftvm_tls::Identity;
 use mio::{Interest, Registry, Token};
 
-use crate::events::{EventSender, FtEvent, HostEvent};
+use super::secure::{FtTls, MAX_HANDSHAKES};
+use crate::events::{EventSender, FtEvent, HostEvent, LinkStream};
 
 /// Limit for one dial attempt.
 const DIAL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -40,23 +58,56 @@ struct Current {
     /// The connection failed (reported once as `Closed`); nothing more is
     /// read or written on it.
     broken: bool,
+    /// The TLS connection over `stream`, handshake done; `None` for plain
+    /// TCP (`--insecure`).
+    tls: Option<Box<rustls::Connection>>,
+    /// The verified peer (TLS only).
+    peer_id: Option<Identity>,
 }
 
 impl Current {
+    /// Bytes not on the socket yet: the output buffer, plus one for TLS
+    /// records rustls still holds (so that 0 means all went out).
     fn queued(&self) -> usize {
-        self.out.len() - self.out_pos
+        let records = self.tls.as_ref().is_some_and(|t| t.wants_write());
+        self.out.len() - self.out_pos + usize::from(records)
     }
 
     /// Writes what the socket takes now; `Err` when the connection broke.
     fn flush(&mut self) -> std::io::Result<()> {
-        while self.out_pos < self.out.len() {
-            match self.stream.write(&self.out[self.out_pos..]) {
-                Ok(0) => return Err(ErrorKind::WriteZero.into()),
-                Ok(n) => self.out_pos += n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+        match self.tls.as_mut() {
+            None => {
+                while self.out_pos < self.out.len() {
+                    match self.stream.write(&self.out[self.out_pos..]) {
+                        Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                        Ok(n) => self.out_pos += n,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
             }
+            Some(tls) => 'out: loop {
+                // Records first, so that plaintext only enters rustls
+                // when the socket took everything before it.
+                while tls.wants_write() {
+                    match tls.write_tls(&mut self.stream) {
+                        Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break 'out,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if self.out_pos == self.out.len() {
+                    break;
+                }
+                let n = tls.writer().write(&self.out[self.out_pos..])?;
+                if n == 0 {
+                    break;
+                }
+                self.out_pos += n;
+            },
         }
         if self.out_pos == self.out.len() {
             self.out.clear();
@@ -69,8 +120,19 @@ impl Current {
     }
 
     /// Reads everything available, decoding frames into `events`.
-    fn read(&mut self, buf: &mut [u8], events: &mut Vec<FtEvent>) {
+    fn read(&mut self, buf: &mut [u8], plain: &mut Vec<u8>, events: &mut Vec<FtEvent>) {
         let conn = self.id;
+        if self.tls.is_some() {
+            // What rustls received with the handshake (or before a
+            // buffer limit) is decrypted before the socket is read.
+            if let Err(e) = self.decrypt(&[], plain) {
+                self.fail(e, events);
+                return;
+            }
+            if !self.decode(events) {
+                return;
+            }
+        }
         loop {
             let n = match self.stream.read(buf) {
                 Ok(0) => {
@@ -87,31 +149,91 @@ impl Current {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    self.broken = true;
-                    events.push(FtEvent::Closed {
-                        conn,
-                        error: Some(format!("logging connection broken: {e}")),
-                    });
+                    self.fail(format!("logging connection broken: {e}"), events);
                     return;
                 }
             };
-            self.dec.push(&buf[..n]);
+            if self.tls.is_some() {
+                if let Err(e) = self.decrypt(&buf[..n], plain) {
+                    self.fail(e, events);
+                    return;
+                }
+            } else {
+                self.dec.push(&buf[..n]);
+            }
+            if !self.decode(events) {
+                return;
+            }
+        }
+    }
+
+    /// Feeds `data` (ciphertext from the socket) to rustls and the
+    /// plaintext it yields to the decoder. `Err` is a TLS failure.
+    fn decrypt(&mut self, data: &[u8], plain: &mut Vec<u8>) -> std::result::Result<(), String> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        if plain.len() < READ_CHUNK {
+            plain.resize(READ_CHUNK, 0);
+        }
+        let mut rest = data;
+        loop {
+            if !rest.is_empty() {
+                tls.read_tls(&mut rest)
+                    .map_err(|e| format!("TLS: cannot take the received records: {e}"))?;
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Tell the peer (best effort) before the connection ends.
+                let _ = tls.write_tls(&mut self.stream);
+                return Err(format!(
+                    "refused what arrived on the logging connection: TLS: {}",
+                    ftvm_tls::describe(&e)
+                ));
+            }
             loop {
-                match self.dec.next_frame() {
-                    Ok(Some(frame)) => events.push(FtEvent::Frame { conn, frame }),
-                    Ok(None) => break,
-                    Err(e) => {
-                        let _ = self.stream.shutdown(Shutdown::Both);
-                        self.broken = true;
-                        events.push(FtEvent::Closed {
-                            conn,
-                            error: Some(format!("refused garbage on the logging connection: {e}")),
-                        });
-                        return;
+                match tls.reader().read(plain) {
+                    Ok(0) => {
+                        // close_notify: the socket's end follows.
+                        break;
                     }
+                    Ok(k) => self.dec.push(&plain[..k]),
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(format!("TLS: {e}")),
+                }
+            }
+            if rest.is_empty() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Decodes the frames the decoder holds; false when the connection was
+    /// refused for garbage.
+    fn decode(&mut self, events: &mut Vec<FtEvent>) -> bool {
+        let conn = self.id;
+        loop {
+            match self.dec.next_frame() {
+                Ok(Some(frame)) => events.push(FtEvent::Frame { conn, frame }),
+                Ok(None) => return true,
+                Err(e) => {
+                    let _ = self.stream.shutdown(Shutdown::Both);
+                    self.broken = true;
+                    events.push(FtEvent::Closed {
+                        conn,
+                        error: Some(format!("refused garbage on the logging connection: {e}")),
+                    });
+                    return false;
                 }
             }
         }
+    }
+
+    fn fail(&mut self, error: String, events: &mut Vec<FtEvent>) {
+        self.broken = true;
+        events.push(FtEvent::Closed {
+            conn: self.id,
+            error: Some(error),
+        });
     }
 }
 
@@ -132,6 +254,8 @@ pub struct Link {
     /// What the connection produced and the driver has not collected.
     produced: Vec<FtEvent>,
     buf: Vec<u8>,
+    /// Decrypted bytes on their way to the decoder (TLS only).
+    plain: Vec<u8>,
     /// Frames that could not be encoded (a bug, never expected).
     pub encode_errors: u64,
 }
@@ -151,6 +275,7 @@ impl Link {
             last_drop: None,
             produced: Vec::new(),
             buf: Vec::new(),
+            plain: Vec::new(),
             encode_errors: 0,
         })
     }
@@ -181,19 +306,33 @@ impl Link {
     }
 
     /// Starts one dial attempt to `addr`; the result comes back as
-    /// `Connected` or `DialFailed` on the event channel.
-    pub fn dial(&mut self, addr: SocketAddr) {
+    /// `Connected` or `DialFailed` on the event channel. With `tls` the
+    /// dial thread also runs the handshake and checks the backup's
+    /// certificate, so only a checked connection comes back.
+    pub fn dial(&mut self, addr: SocketAddr, tls: Option<&FtTls>) {
         if self.dialing {
             return;
         }
         self.dialing = true;
         let id = self.next_conn_id();
         let tx = self.events.clone();
+        let tls = tls.cloned();
         let spawned = thread::Builder::new()
             .name("ft-dial".into())
             .spawn(move || {
                 let ev = match TcpStream::connect_timeout(&addr, DIAL_TIMEOUT) {
-                    Ok(stream) => FtEvent::Connected { conn: id, stream },
+                    Ok(stream) => match &tls {
+                        None => FtEvent::Connected {
+                            conn: id,
+                            stream: LinkStream::Plain(stream),
+                        },
+                        Some(tls) => match tls.connect(stream) {
+                            Ok(stream) => FtEvent::Connected { conn: id, stream },
+                            Err(why) => FtEvent::DialFailed {
+                                error: format!("refused the backup at {addr}: {why}"),
+                            },
+                        },
+                    },
                     Err(e) => FtEvent::DialFailed {
                         error: format!("cannot reach the backup at {addr}: {e}"),
                     },
@@ -213,8 +352,12 @@ impl Link {
     /// Makes `stream` the connection in use, replacing (and closing) any
     /// previous one, and registers it with the loop. Whatever already
     /// arrived on it is read at once.
-    pub fn attach(&mut self, conn: u64, stream: TcpStream) -> Result<()> {
+    pub fn attach(&mut self, conn: u64, stream: LinkStream) -> Result<()> {
         self.close();
+        let (stream, tls, peer_id) = match stream {
+            LinkStream::Plain(s) => (s, None, None),
+            LinkStream::Tls { sock, conn, peer } => (sock, Some(conn), Some(peer)),
+        };
         stream.set_nodelay(true).ok();
         stream
             .set_nonblocking(true)
@@ -236,6 +379,8 @@ impl Link {
             out: Vec::new(),
             out_pos: 0,
             broken: false,
+            tls,
+            peer_id,
         });
         self.ready();
         Ok(())
@@ -253,7 +398,7 @@ impl Link {
         if self.buf.len() < READ_CHUNK {
             self.buf.resize(READ_CHUNK, 0);
         }
-        c.read(&mut self.buf, &mut self.produced);
+        c.read(&mut self.buf, &mut self.plain, &mut self.produced);
         if !c.broken {
             if let Err(e) = c.flush() {
                 c.broken = true;
@@ -324,7 +469,7 @@ impl Link {
         if connected && !self.handshaken {
             self.handshaken = true;
             self.last_drop = None;
-            let peer = self.peer().map(|a| a.to_string()).unwrap_or_default();
+            let peer = self.peer_name();
             let other = if self.me == "primary" {
                 "backup"
             } else {
@@ -383,26 +528,48 @@ impl Link {
     pub fn peer(&self) -> Option<SocketAddr> {
         self.current.as_ref().and_then(|c| c.peer)
     }
+
+    /// The peer's address and, with TLS, its verified identity (log lines).
+    pub fn peer_name(&self) -> String {
+        let Some(c) = self.current.as_ref() else {
+            return String::new();
+        };
+        let addr = c.peer.map(|a| a.to_string()).unwrap_or_default();
+        match &c.peer_id {
+            Some(id) => format!("{addr} ({id}, TLS)"),
+            None => addr,
+        }
+    }
 }
 
-/// Sends what is buffered (at most `timeout`), then closes.
-fn finish_blocking(c: Current, timeout: Duration) {
-    let stream: TcpStream = c.stream.into();
-    if c.broken {
-        let _ = stream.shutdown(Shutdown::Both);
-        return;
+/// Sends what is buffered (at most `timeout`), then closes (with TLS,
+/// after a close_notify).
+fn finish_blocking(mut c: Current, timeout: Duration) {
+    if !c.broken {
+        let deadline = std::time::Instant::now() + timeout.max(Duration::from_millis(1));
+        let mut closing = false;
+        loop {
+            if c.flush().is_err() {
+                break;
+            }
+            if c.queued() == 0 {
+                match c.tls.as_mut() {
+                    Some(tls) if !closing => {
+                        tls.send_close_notify();
+                        closing = true;
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            // The socket is non-blocking: wait for it to drain a little.
+            thread::sleep(Duration::from_millis(1));
+        }
     }
-    let mut w = &stream;
-    let rest = &c.out[c.out_pos..];
-    if !rest.is_empty()
-        && stream.set_nonblocking(false).is_ok()
-        && stream
-            .set_write_timeout(Some(timeout.max(Duration::from_millis(1))))
-            .is_ok()
-    {
-        let _ = w.write_all(rest);
-    }
-    let _ = stream.shutdown(Shutdown::Both);
+    let _ = c.stream.shutdown(Shutdown::Both);
 }
 
 impl Drop for Link {
@@ -412,23 +579,35 @@ impl Drop for Link {
 }
 
 /// A listener registered with the loop under `token`; [`accept`](Self::accept)
-/// takes every pending connection when the loop reports it ready.
+/// takes every pending connection when the loop reports it ready. Without
+/// TLS an accepted connection is an event at once; with TLS it goes to a
+/// handshake thread, which sends the event only once the peer passed the
+/// handshake and the rule ([`super::secure`]) and otherwise logs one line.
 pub struct Listener {
     inner: mio::net::TcpListener,
     next_id: u64,
     joins: bool,
+    tls: Option<FtTls>,
+    events: EventSender,
+    me: &'static str,
+    /// Handshakes running now.
+    busy: Arc<AtomicUsize>,
 }
 
 impl Listener {
     /// Connections are numbered from `first_id + 1` on; with `joins` they
     /// are reported as `Joiner` (new backups asking to join), else as
-    /// `Connected`.
+    /// `Connected`. `me` names this side in log lines.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         listener: std::net::TcpListener,
         registry: &Registry,
         token: Token,
         first_id: u64,
         joins: bool,
+        tls: Option<FtTls>,
+        events: EventSender,
+        me: &'static str,
     ) -> Result<Listener> {
         listener
             .set_nonblocking(true)
@@ -441,24 +620,35 @@ impl Listener {
             inner,
             next_id: first_id,
             joins,
+            tls,
+            events,
+            me,
+            busy: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    /// Accepts what is pending, as events.
+    fn event(joins: bool, conn: u64, stream: LinkStream) -> FtEvent {
+        if joins {
+            FtEvent::Joiner { conn, stream }
+        } else {
+            FtEvent::Connected { conn, stream }
+        }
+    }
+
+    /// Accepts what is pending, as events (without TLS) or handshakes.
     pub fn accept(&mut self, out: &mut Vec<FtEvent>) {
         loop {
             match self.inner.accept() {
-                Ok((stream, _)) => {
+                Ok((stream, addr)) => {
                     self.next_id += 1;
                     let conn = self.next_id;
                     let stream: TcpStream = stream.into();
                     // Accepted sockets of a non-blocking listener are
                     // non-blocking; `Link::attach` sets what it needs.
-                    out.push(if self.joins {
-                        FtEvent::Joiner { conn, stream }
-                    } else {
-                        FtEvent::Connected { conn, stream }
-                    });
+                    match &self.tls {
+                        None => out.push(Self::event(self.joins, conn, LinkStream::Plain(stream))),
+                        Some(tls) => self.handshake(tls.clone(), conn, stream, addr),
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -469,6 +659,40 @@ impl Listener {
                     return;
                 }
             }
+        }
+    }
+
+    /// Runs the handshake of an accepted connection on a thread of its own.
+    fn handshake(&self, tls: FtTls, conn: u64, stream: TcpStream, addr: SocketAddr) {
+        let port = if self.joins { "join" } else { "logging" };
+        let me = self.me;
+        if self.busy.load(Ordering::Relaxed) >= MAX_HANDSHAKES {
+            eprintln!(
+                "ftvm: {me}: refused a connection from {addr} on the {port} port: {MAX_HANDSHAKES} TLS handshakes already running"
+            );
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        let busy = self.busy.clone();
+        let tx = self.events.clone();
+        let joins = self.joins;
+        let spawned = thread::Builder::new()
+            .name("ft-handshake".into())
+            .spawn(move || {
+                match tls.accept(stream) {
+                    Ok(s) => {
+                        let _ = tx.send(HostEvent::Ft(Self::event(joins, conn, s)));
+                    }
+                    Err(why) => {
+                        eprintln!("ftvm: {me}: refused a connection from {addr} on the {port} port: {why}")
+                    }
+                }
+                busy.fetch_sub(1, Ordering::Relaxed);
+            });
+        if let Err(e) = spawned {
+            self.busy.fetch_sub(1, Ordering::Relaxed);
+            eprintln!("ftvm: {me}: refused a connection from {addr} on the {port} port: cannot start a handshake thread: {e}");
         }
     }
 }

@@ -13,6 +13,8 @@
 //!   it won, attaches the real network and disk and carries on live.
 //! - [`link`], [`arbiter`], [`status`]: the logging connection on the
 //!   driver's event loop, test-and-set requests, and the status endpoint.
+//! - [`secure`]: TLS on the logging and join channels, and who may be a
+//!   peer (a host of this VM).
 //! - [`test_fault`]: the hidden `--test-fault STEP:KIND` (a fault at an
 //!   exact guest instruction, for fault campaigns).
 //!
@@ -25,6 +27,7 @@ pub mod backup;
 pub mod join;
 pub mod link;
 pub mod primary;
+pub mod secure;
 pub mod status;
 pub mod test_fault;
 
@@ -98,6 +101,31 @@ pub struct FtArgs {
     /// sides must agree (the handshake checks it).
     #[arg(long)]
     pub local_disks: bool,
+    /// TLS for every channel: the logging and join channels, NBD and the
+    /// arbiter. The certificate is this host's (`ftvm certs init`:
+    /// host-NAME/server-cert.pem, listing this VM).
+    #[command(flatten)]
+    pub tls: crate::tls_args::TlsArgs,
+    /// What `tls` loaded ([`FtArgs::load_tls`]); `None` with `--insecure`.
+    #[arg(skip)]
+    pub secure: Option<secure::FtTls>,
+}
+
+impl FtArgs {
+    /// Loads the TLS files (or accepts `--insecure`, with its warning) into
+    /// `secure`; `command` names the command in messages.
+    pub fn load_tls(&mut self, command: &str) -> anyhow::Result<()> {
+        self.secure = match self.tls.files(command)? {
+            Some(files) => Some(secure::FtTls::load(&files, &self.vm)?),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// The client setup for `ftvm storage` (NBD disks and the arbiter).
+    pub fn storage_tls(&self) -> Option<ftvm_tls::ClientTls> {
+        self.secure.as_ref().map(|s| s.storage().clone())
+    }
 }
 
 impl FtArgs {

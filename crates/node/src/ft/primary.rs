@@ -254,6 +254,9 @@ impl Live {
                     JOIN_LISTENER,
                     1 << 40,
                     true,
+                    s.settings.ft.secure.clone(),
+                    tx.clone(),
+                    "primary",
                 )?)
             }
             None => None,
@@ -625,12 +628,9 @@ impl Live {
     fn join_event(&mut self, ev: FtEvent) -> Result<Option<FtEvent>> {
         match ev {
             FtEvent::Joiner { conn, stream } => {
-                let from = stream
-                    .peer_addr()
-                    .map(|a| a.to_string())
-                    .unwrap_or_default();
                 let mut link = Link::new(self.tx.clone(), self.reactor.registry(), "primary")?;
                 link.attach(conn, stream)?;
+                let from = link.peer_name();
                 let d = Donation::new(conn, link);
                 if self.donation.is_some() {
                     eprintln!(
@@ -651,7 +651,7 @@ impl Live {
                 let Some(mut d) = self.donation.take() else {
                     return Ok(None);
                 };
-                let from = d.link.peer().map(|a| a.to_string()).unwrap_or_default();
+                let from = d.link.peer_name();
                 let identity = self.settings.identity;
                 match d.on_request(
                     frame,
@@ -720,7 +720,10 @@ impl Live {
         let pause = std::time::Instant::now();
         let generation = self.settings.generation + 1;
         let ft = &self.settings.ft;
-        let arbiter = ftvm_storage::ArbiterClient::new(ft.arbiter);
+        let mut arbiter = ftvm_storage::ArbiterClient::new(ft.arbiter);
+        if let Some(tls) = ft.storage_tls() {
+            arbiter = arbiter.with_tls(tls);
+        }
         if let Err(e) = arbiter.advance(&ft.vm, generation, Duration::from_secs(2)) {
             eprintln!(
                 "ftvm: primary: the join failed: cannot start generation {generation} at the arbiter ({e}); running on alone"
@@ -768,7 +771,7 @@ impl Live {
         self.pair = Some(Pairing {
             core,
             link: d.link,
-            arbiter: Arbiter::new(ft.arbiter, &ft.vm),
+            arbiter: Arbiter::new(ft.arbiter, &ft.vm, ft.storage_tls()),
             backup: d.joiner_listen,
             next_dial_ms: 0,
             dial_warned: false,
@@ -831,7 +834,7 @@ impl Live {
                 && now >= p.next_dial_ms
             {
                 if let Some(addr) = p.backup {
-                    p.link.dial(addr);
+                    p.link.dial(addr, self.settings.ft.secure.as_ref());
                 }
             }
         }
@@ -1226,7 +1229,9 @@ pub(crate) fn warn_if_slow(side: &str, icount: u64, started: std::time::Instant)
 }
 
 /// `ftvm primary`.
-pub fn primary(args: PrimaryArgs) -> Result<u8> {
+pub fn primary(mut args: PrimaryArgs) -> Result<u8> {
+    args.ft.load_tls("primary")?;
+    args.machine.nbd_tls = args.ft.storage_tls();
     let (cfg, paths, backends) = args.machine.build()?;
     let identity = args.ft.identity(&cfg);
     let created = std::time::SystemTime::now()
@@ -1245,7 +1250,7 @@ pub fn primary(args: PrimaryArgs) -> Result<u8> {
     let mut config = args.ft.config(identity);
     config.log_header = header.encode().context("cannot encode the log header")?;
     let config_header = config.log_header.clone();
-    let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm);
+    let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm, args.ft.storage_tls());
     arbiter.check_generation(args.ft.generation)?;
     let clock = Clock::new(0);
     let core = Primary::new(config, clock.ms()).context("bad FT configuration")?;

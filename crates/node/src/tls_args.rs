@@ -1,6 +1,7 @@
-//! The TLS options shared by the commands that talk to `ftvm storage`
-//! (`--tls-cert`, `--tls-key`, `--tls-ca`, or `--insecure`) and turning them
-//! into `ftvm-tls` configurations. A command must be given either all
+//! The TLS options shared by every command that talks to another ftvm
+//! process — `ftvm storage`, `ftvm arbiter`, `ftvm primary`/`backup`, and
+//! `ftvm run` with NBD disks (`--tls-cert`, `--tls-key`, `--tls-ca`, or
+//! `--insecure`) — and turning them into `ftvm-tls` configurations. A command must be given either all
 //! three files or `--insecure`; plain TCP is never chosen silently, and
 //! choosing it says so on stderr.
 
@@ -12,8 +13,10 @@ use ftvm_tls::{ClientTls, Role, ServerTls, TlsFiles};
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct TlsArgs {
-    /// This process's certificate (PEM), e.g. DIR/storage/server-cert.pem
-    /// from `ftvm certs init DIR`.
+    /// This process's certificate (PEM) from `ftvm certs init DIR`:
+    /// DIR/storage/server-cert.pem for `ftvm storage`,
+    /// DIR/host-NAME/server-cert.pem for a VM host (primary, backup, run),
+    /// DIR/operator-NAME/client-cert.pem for `ftvm arbiter`.
     #[arg(long, value_name = "FILE", requires_all = ["tls_key", "tls_ca"])]
     pub tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
@@ -31,7 +34,7 @@ pub struct TlsArgs {
 impl TlsArgs {
     /// The files, `None` for `--insecure` (after the warning), or an error
     /// when neither was given.
-    fn files(&self, command: &str) -> Result<Option<TlsFiles>> {
+    pub fn files(&self, command: &str) -> Result<Option<TlsFiles>> {
         match (&self.tls_cert, &self.tls_key, &self.tls_ca) {
             (Some(cert), Some(key), Some(ca)) => Ok(Some(TlsFiles {
                 cert: cert.clone(),
@@ -40,7 +43,7 @@ impl TlsArgs {
             })),
             _ if self.insecure => {
                 eprintln!(
-                    "ftvm {command}: --insecure: plain TCP, no encryption and no authentication: anyone who can reach the ports can read and write the disks and act on the arbiter"
+                    "ftvm {command}: --insecure: plain TCP, no encryption and no authentication: anyone who can reach the ports can read and change what they carry (disks, the arbiter, an FT pair's log)"
                 );
                 Ok(None)
             }
