@@ -98,6 +98,9 @@ fn guest_run_args(guest: &Path, drive: &str) -> Vec<String> {
         guest.join("initrd.cpio.gz").display().to_string(),
         "--drive".into(),
         drive.into(),
+        // These servers speak plain TCP; TLS to storage is tls_storage.rs's
+        // and ft_failover.rs's business.
+        "--insecure".into(),
     ]
 }
 
