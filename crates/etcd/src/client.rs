@@ -127,7 +127,9 @@ impl EtcdArbiter {
                 _ => None,
             });
             let (Some(state), Some(count)) = (gets.next(), gets.next()) else {
-                return Err(Retry::Cluster("etcd answered the query without its reads".into()));
+                return Err(Retry::Cluster(
+                    "etcd answered the query without its reads".into(),
+                ));
             };
             let state = match state.kvs().first() {
                 Some(kv) => self.decode_state(vm, kv.value())?,
@@ -322,7 +324,12 @@ impl EtcdArbiter {
     /// The connected client, made on first use (the channel connects lazily
     /// and reconnects by itself).
     async fn client_now(&self, left: Duration) -> Result<Client, String> {
-        if let Some(c) = self.client.lock().map_err(|_| "client lock poisoned")?.as_ref() {
+        if let Some(c) = self
+            .client
+            .lock()
+            .map_err(|_| "client lock poisoned")?
+            .as_ref()
+        {
             return Ok(c.clone());
         }
         let opts = ConnectOptions::new()

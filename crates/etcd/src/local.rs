@@ -36,11 +36,7 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     /// `n` members on 127.0.0.1, ports from `base_port` up (2 per member).
-    pub fn start_loopback(
-        dir: PathBuf,
-        n: usize,
-        base_port: u16,
-    ) -> Result<LocalCluster, String> {
+    pub fn start_loopback(dir: PathBuf, n: usize, base_port: u16) -> Result<LocalCluster, String> {
         let specs = (0..n)
             .map(|i| MemberSpec {
                 ip: "127.0.0.1".into(),
