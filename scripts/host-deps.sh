@@ -4,11 +4,14 @@
 # cross assembler for the ISA test programs, dtc for device-tree checks,
 # iproute2 and redis-tools for the network tests (namespaces, a real redis
 # client), redis-server for ftvm-loadgen's own tests, qemu-utils, nbd-client and libnbd-bin for the NBD interop tests
-# (qemu-img, qemu-io, nbd-client, nbdinfo). The
-# guest recipe installs its own cross toolchain.
+# (qemu-img, qemu-io, nbd-client, nbdinfo), protobuf-compiler for the etcd
+# client's generated gRPC code, and etcd-server/etcd-client for the etcd
+# arbiter's cluster tests (which start their own members on private ports;
+# a distribution etcd service this installs is stopped and disabled again).
+# The guest recipe installs its own cross toolchain.
 set -euo pipefail
 need=()
-for p in cmake gcc-riscv64-linux-gnu device-tree-compiler iproute2 redis-tools redis-server qemu-utils nbd-client libnbd-bin; do
+for p in cmake gcc-riscv64-linux-gnu device-tree-compiler iproute2 redis-tools redis-server qemu-utils nbd-client libnbd-bin protobuf-compiler etcd-server etcd-client; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ! command -v cargo >/dev/null; then
@@ -20,4 +23,7 @@ if ((${#need[@]})); then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq >/dev/null
     apt-get install -y -qq "${need[@]}" >/dev/null
+    if [[ " ${need[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
+        systemctl disable --now etcd >/dev/null 2>&1 || true
+    fi
 fi

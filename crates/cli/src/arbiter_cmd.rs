@@ -1,5 +1,5 @@
 //! `ftvm arbiter`: an operator's view of the arbiter that `ftvm storage`
-//! serves. This module owns the `query`, `history` and `advance`
+//! serves, or of one kept in etcd (`--arbiter etcd://…`). This module owns the `query`, `history` and `advance`
 //! subcommands, their plain-text output (one fact per line, so scripts can
 //! read it) and the errors shown when the arbiter cannot be reached or
 //! refuses a request. It never claims a generation: test-and-set belongs to
@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use ftvm_storage::{ArbiterClient, ArbiterError};
+use ftvm_etcd::{EtcdArbiter, EtcdTarget};
+use ftvm_storage::{ArbiterClient, ArbiterError, VmStatus, Win};
 
 use ftvm_node::devices::resolve_addr;
 
@@ -19,9 +20,11 @@ const ARBITER_DEFAULT_PORT: u16 = 10810;
 
 #[derive(Args, Debug)]
 pub struct ArbiterArgs {
-    /// The arbiter's address (HOST[:PORT]).
+    /// The arbiter's address: HOST[:PORT] of `ftvm storage`, or an etcd
+    /// cluster as etcd://HOST:PORT[,HOST:PORT...]/PREFIX (plain HTTP; the
+    /// TLS options do not apply to it).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10810", value_parser = parse_arbiter_addr)]
-    pub arbiter: SocketAddr,
+    pub arbiter: ArbiterTarget,
     /// How long to wait for an answer, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub timeout: f64,
@@ -47,8 +50,59 @@ pub enum ArbiterAction {
     Advance { vm: String, generation: u64 },
 }
 
-fn parse_arbiter_addr(s: &str) -> Result<SocketAddr, String> {
-    resolve_addr(s, ARBITER_DEFAULT_PORT)
+/// Which arbiter `ftvm arbiter` talks to.
+#[derive(Debug, Clone)]
+pub enum ArbiterTarget {
+    Builtin(SocketAddr),
+    Etcd(EtcdTarget),
+}
+
+fn parse_arbiter_addr(s: &str) -> Result<ArbiterTarget, String> {
+    if EtcdTarget::is_etcd(s) {
+        return EtcdTarget::parse(s)
+            .map(ArbiterTarget::Etcd)
+            .map_err(|e| e.to_string());
+    }
+    resolve_addr(s, ARBITER_DEFAULT_PORT).map(ArbiterTarget::Builtin)
+}
+
+/// A connected client of either kind.
+enum Client {
+    Builtin(ArbiterClient),
+    Etcd(Box<EtcdArbiter>),
+}
+
+impl Client {
+    fn query(&self, vm: &str, timeout: Duration) -> Result<VmStatus> {
+        match self {
+            Client::Builtin(c) => c.query(vm, timeout).map_err(explain),
+            Client::Etcd(c) => c.query(vm, timeout).map_err(explain_etcd),
+        }
+    }
+
+    fn history(&self, vm: &str, timeout: Duration) -> Result<Vec<Win>> {
+        match self {
+            Client::Builtin(c) => c.history(vm, timeout).map_err(explain),
+            Client::Etcd(c) => c.history(vm, timeout).map_err(explain_etcd),
+        }
+    }
+
+    fn advance(&self, vm: &str, generation: u64, timeout: Duration) -> Result<u64> {
+        match self {
+            Client::Builtin(c) => c.advance(vm, generation, timeout).map_err(explain),
+            Client::Etcd(c) => c.advance(vm, generation, timeout).map_err(explain_etcd),
+        }
+    }
+}
+
+fn explain_etcd(e: ftvm_etcd::EtcdError) -> anyhow::Error {
+    let hint = match &e {
+        ftvm_etcd::EtcdError::Timeout { .. } => {
+            " (are a majority of the etcd members running and reachable? see --arbiter)"
+        }
+        _ => "",
+    };
+    anyhow::anyhow!("{e}{hint}")
 }
 
 /// `unix_ms` as `YYYY-MM-DDTHH:MM:SS.mmmZ` (proleptic Gregorian, UTC).
@@ -92,12 +146,17 @@ pub fn arbiter(args: ArbiterArgs) -> Result<u8> {
         );
     }
     let timeout = Duration::from_secs_f64(args.timeout);
-    let tls = args.tls.client("arbiter", ftvm_tls::Role::Storage)?;
-    let client = ArbiterClient::connect_with(args.arbiter, timeout, tls).map_err(explain)?;
+    let client = match &args.arbiter {
+        ArbiterTarget::Builtin(addr) => {
+            let tls = args.tls.client("arbiter", ftvm_tls::Role::Storage)?;
+            Client::Builtin(ArbiterClient::connect_with(*addr, timeout, tls).map_err(explain)?)
+        }
+        ArbiterTarget::Etcd(target) => Client::Etcd(Box::new(EtcdArbiter::new(target.clone())?)),
+    };
     let mut out = String::new();
     match &args.action {
         ArbiterAction::Query { vm } => {
-            let st = client.query(vm, timeout).map_err(explain)?;
+            let st = client.query(vm, timeout)?;
             out.push_str(&format!(
                 "generation {}\nholder {}\nwins {}\n",
                 st.generation,
@@ -106,7 +165,7 @@ pub fn arbiter(args: ArbiterArgs) -> Result<u8> {
             ));
         }
         ArbiterAction::History { vm } => {
-            for w in client.history(vm, timeout).map_err(explain)? {
+            for w in client.history(vm, timeout)? {
                 out.push_str(&format!(
                     "{}\t{}\t{}\n",
                     w.generation,
@@ -116,7 +175,7 @@ pub fn arbiter(args: ArbiterArgs) -> Result<u8> {
             }
         }
         ArbiterAction::Advance { vm, generation } => {
-            let g = client.advance(vm, *generation, timeout).map_err(explain)?;
+            let g = client.advance(vm, *generation, timeout)?;
             out.push_str(&format!("generation {g}\n"));
         }
     }
@@ -143,14 +202,20 @@ mod tests {
 
     #[test]
     fn parses_arbiter_addresses() {
-        assert_eq!(
-            parse_arbiter_addr("127.0.0.1").unwrap(),
-            "127.0.0.1:10810".parse().unwrap()
-        );
-        assert_eq!(
-            parse_arbiter_addr("127.0.0.1:99").unwrap(),
-            "127.0.0.1:99".parse().unwrap()
-        );
+        let builtin = |s: &str| match parse_arbiter_addr(s) {
+            Ok(ArbiterTarget::Builtin(a)) => Some(a),
+            _ => None,
+        };
+        assert_eq!(builtin("127.0.0.1"), "127.0.0.1:10810".parse().ok());
+        assert_eq!(builtin("127.0.0.1:99"), "127.0.0.1:99".parse().ok());
         assert!(parse_arbiter_addr("127.0.0.1:x").is_err());
+        match parse_arbiter_addr("etcd://10.0.0.1:2379,10.0.0.2:2379/ftvm") {
+            Ok(ArbiterTarget::Etcd(t)) => {
+                assert_eq!(t.endpoints.len(), 2);
+                assert_eq!(t.prefix, "ftvm");
+            }
+            other => panic!("an etcd target expected: {other:?}"),
+        }
+        assert!(parse_arbiter_addr("etcd:///ftvm").is_err());
     }
 }

@@ -106,6 +106,10 @@ struct Pair {
     qemu_nbd: Option<Child>,
     primary: Option<Child>,
     backup: Option<Child>,
+    /// `--arbiter` of every process: `ftvm storage`'s, or an etcd cluster's.
+    arbiter: String,
+    /// The etcd members when the pair's arbiter is etcd.
+    etcd: Option<ftvm_etcd::local::LocalCluster>,
 }
 
 fn in_ns(ns: &str, exe: &Path) -> Command {
@@ -178,6 +182,19 @@ impl Pair {
         append_extra: &str,
         failure_timeout_ms: Option<u64>,
         extra: &[&str],
+    ) -> Pair {
+        Pair::start_full(index, disk, append_extra, failure_timeout_ms, extra, false)
+    }
+
+    /// Like `start_with`; with `etcd`, the arbiter is a 3-member etcd
+    /// cluster in the storage namespace instead of `ftvm storage`'s.
+    fn start_full(
+        index: u32,
+        disk: DiskServer,
+        append_extra: &str,
+        failure_timeout_ms: Option<u64>,
+        extra: &[&str],
+        etcd: bool,
     ) -> Pair {
         let net = TestNet::up_with_hosts(index, 2);
         let dir = Scratch::new(&format!("ft{index}"));
@@ -263,7 +280,24 @@ impl Pair {
                     .expect("start qemu-nbd"),
             );
         }
+        let (arbiter, etcd) = if etcd {
+            let specs = (0..3u16)
+                .map(|i| ftvm_etcd::local::MemberSpec {
+                    ip: "10.79.0.1".into(),
+                    client_port: 2379 + 2 * i,
+                    peer_port: 2380 + 2 * i,
+                    netns: Some(net.ns("st")),
+                })
+                .collect();
+            let cluster = ftvm_etcd::local::LocalCluster::start(dir.path("etcd"), specs)
+                .expect("start 3 etcd members in the storage namespace");
+            (cluster.target(&[0, 1, 2], "ftvm-test"), Some(cluster))
+        } else {
+            (ARBITER.to_string(), None)
+        };
         let mut pair = Pair {
+            arbiter,
+            etcd,
             net,
             dir,
             drive: format!("nbd://{nbd}/vm0"),
@@ -348,7 +382,14 @@ impl Pair {
             .arg("--initrd")
             .arg(g.join("initrd.cpio.gz"))
             .args(["--drive", &self.drive_for(host), "--net", "tap:tap0"])
-            .args(["--vm", "vm0", "--arbiter", ARBITER, "--status", STATUS])
+            .args([
+                "--vm",
+                "vm0",
+                "--arbiter",
+                &self.arbiter,
+                "--status",
+                STATUS,
+            ])
             .args(["--join-listen", &format!("10.78.0.{i}:7001")])
             .args(
                 self.failure_timeout_ms
@@ -368,7 +409,7 @@ impl Pair {
         let mut c = ftvm_in(&self.net.ns("h1"));
         c.arg("arbiter")
             .args(tls_args(self.certs.as_deref(), "operator-test"))
-            .args(["--arbiter", ARBITER])
+            .args(["--arbiter", &self.arbiter])
             .args(args);
         c
     }
@@ -637,6 +678,46 @@ fn primary_killed(index: u32, kill_after: Duration, append_extra: &str) {
         "the backup should hold the VM: {wins:?}"
     );
     // The survivor keeps serving new writes.
+    let load = pair.start_load("after", 2);
+    pair.finish_load("after", load);
+}
+
+/// The pair's arbiter is a 3-member etcd cluster: its leader dies under
+/// load, then the primary; the backup wins generation 1 through the two
+/// members left and serves, with exactly one win recorded.
+#[test]
+fn failover_with_the_arbiter_in_etcd() {
+    if !possible("failover_with_the_arbiter_in_etcd") {
+        return;
+    }
+    if !Path::new("/usr/bin/etcd").exists() {
+        eprintln!(
+            "note: skipping failover_with_the_arbiter_in_etcd: etcd is not installed (etcd-server)"
+        );
+        return;
+    }
+    let _vm = vm_lock();
+    let mut pair = Pair::start_full(8, DiskServer::Ftvm, "", None, &[], true);
+    let load = pair.start_load("k", 10);
+    sleep(Duration::from_secs(2));
+    let etcd = pair.etcd.as_mut().expect("the etcd cluster");
+    let leader = etcd
+        .wait_for_leader(Duration::from_secs(10))
+        .expect("an etcd leader");
+    etcd.kill(leader);
+    eprintln!("killed etcd member {leader} (the leader)");
+    sleep(Duration::from_secs(1));
+    Pair::kill(&mut pair.primary);
+    let live_after = pair.wait_phase("h2", "live", Duration::from_secs(30));
+    eprintln!("backup seen live {live_after:?} after the kill");
+    let report = pair.finish_load("k", load);
+    eprintln!("load report: {report}");
+    let wins = pair.arbiter_history();
+    assert_eq!(wins.len(), 1, "expected exactly one go-live: {wins:?}");
+    assert!(
+        wins[0].contains("backup"),
+        "the backup should hold the VM: {wins:?}"
+    );
     let load = pair.start_load("after", 2);
     pair.finish_load("after", load);
 }

@@ -34,7 +34,7 @@ mod sys;
 mod transport;
 
 pub use arbiter::wire::{Outcome, VmStatus, Win};
-pub use arbiter::ArbiterClient;
+pub use arbiter::{ArbiterClient, VmRecord};
 pub use error::{ArbiterError, NbdError, StorageError};
 pub use nbd::{NbdClient, NbdClientOptions};
 

@@ -780,7 +780,7 @@ pub fn backup(mut args: BackupArgs) -> Result<u8> {
     // With no machine before the primary's Hello there is nothing to take
     // over: wait for the first contact as long as it takes.
     config.startup_timeout_ms = u64::MAX / 4;
-    let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm, args.ft.storage_tls());
+    let arbiter = Arbiter::new(&args.ft.arbiter, &args.ft.vm, args.ft.storage_tls())?;
     if args.join.is_none() {
         arbiter.check_generation(args.ft.generation)?;
     }

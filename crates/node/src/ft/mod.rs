@@ -64,9 +64,11 @@ pub struct FtArgs {
     /// processes of an older generation can never win the arbiter.
     #[arg(long, default_value_t = 1)]
     pub generation: u64,
-    /// The arbiter (`ftvm storage --arbiter-listen`).
-    #[arg(long, value_name = "HOST:PORT")]
-    pub arbiter: SocketAddr,
+    /// The arbiter: HOST:PORT of `ftvm storage --arbiter-listen`, or an etcd
+    /// cluster as etcd://HOST:PORT[,HOST:PORT...]/PREFIX (plain HTTP; give
+    /// several members so a dead one does not matter).
+    #[arg(long, value_name = "HOST:PORT|etcd://...")]
+    pub arbiter: arbiter::ArbiterAddr,
     /// Serve status reports (JSON) on this address; read them with `ftvm status`.
     #[arg(long, value_name = "HOST:PORT")]
     pub status: Option<SocketAddr>,

@@ -720,11 +720,10 @@ impl Live {
         let pause = std::time::Instant::now();
         let generation = self.settings.generation + 1;
         let ft = &self.settings.ft;
-        let mut arbiter = ftvm_storage::ArbiterClient::new(ft.arbiter);
-        if let Some(tls) = ft.storage_tls() {
-            arbiter = arbiter.with_tls(tls);
-        }
-        if let Err(e) = arbiter.advance(&ft.vm, generation, Duration::from_secs(2)) {
+        let advanced = Arbiter::new(&ft.arbiter, &ft.vm, ft.storage_tls())
+            .map_err(|e| e.to_string())
+            .and_then(|a| a.advance(generation, Duration::from_secs(2)));
+        if let Err(e) = advanced {
             eprintln!(
                 "ftvm: primary: the join failed: cannot start generation {generation} at the arbiter ({e}); running on alone"
             );
@@ -771,7 +770,7 @@ impl Live {
         self.pair = Some(Pairing {
             core,
             link: d.link,
-            arbiter: Arbiter::new(ft.arbiter, &ft.vm, ft.storage_tls()),
+            arbiter: Arbiter::new(&ft.arbiter, &ft.vm, ft.storage_tls())?,
             backup: d.joiner_listen,
             next_dial_ms: 0,
             dial_warned: false,
@@ -1250,7 +1249,7 @@ pub fn primary(mut args: PrimaryArgs) -> Result<u8> {
     let mut config = args.ft.config(identity);
     config.log_header = header.encode().context("cannot encode the log header")?;
     let config_header = config.log_header.clone();
-    let arbiter = Arbiter::new(args.ft.arbiter, &args.ft.vm, args.ft.storage_tls());
+    let arbiter = Arbiter::new(&args.ft.arbiter, &args.ft.vm, args.ft.storage_tls())?;
     arbiter.check_generation(args.ft.generation)?;
     let clock = Clock::new(0);
     let core = Primary::new(config, clock.ms()).context("bad FT configuration")?;

@@ -11,5 +11,5 @@ pub(crate) mod store;
 pub mod wire;
 
 pub use client::{ArbiterClient, DEFAULT_CONNECT_TIMEOUT};
-pub use state::ArbiterState;
+pub use state::{ArbiterState, VmRecord};
 pub use store::STATE_FILE;

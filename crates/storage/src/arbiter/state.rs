@@ -31,29 +31,28 @@ pub struct ArbiterState {
     vms: BTreeMap<String, VmRecord>,
 }
 
-impl ArbiterState {
-    /// Applies a test-and-set. Returns the outcome and whether the state changed
-    /// (only a change needs to be made durable before answering).
+impl VmRecord {
+    /// Applies a test-and-set to this VM's record. Returns the outcome and
+    /// whether the record changed (only a change needs to be made durable
+    /// before answering). The built-in store and the etcd arbiter both apply
+    /// exactly this rule.
     pub fn test_and_set(
         &mut self,
-        vm: &str,
         generation: u64,
         claimant: &str,
         now_unix_ms: u64,
     ) -> (Outcome, bool) {
-        // Only a win creates a record: every losing path needs one to exist.
-        let rec = self.vms.entry(vm.to_string()).or_default();
-        if generation < rec.generation {
+        if generation < self.generation {
             return (
                 Outcome::Lost {
-                    holder: rec.holder.clone().unwrap_or_default(),
-                    generation: rec.generation,
+                    holder: self.holder.clone().unwrap_or_default(),
+                    generation: self.generation,
                 },
                 false,
             );
         }
-        if generation == rec.generation {
-            match &rec.holder {
+        if generation == self.generation {
+            match &self.holder {
                 Some(h) if h == claimant => return (Outcome::Won { generation }, false),
                 Some(h) => {
                     return (
@@ -67,9 +66,9 @@ impl ArbiterState {
                 None => {}
             }
         }
-        rec.generation = generation;
-        rec.holder = Some(claimant.to_string());
-        rec.wins.push(Win {
+        self.generation = generation;
+        self.holder = Some(claimant.to_string());
+        self.wins.push(Win {
             generation,
             claimant: claimant.to_string(),
             at_unix_ms: now_unix_ms,
@@ -77,21 +76,48 @@ impl ArbiterState {
         (Outcome::Won { generation }, true)
     }
 
-    /// Raises the VM's generation to `generation` with no holder. Succeeds if
+    /// Raises the generation to `generation` with no holder. Succeeds if
     /// `generation` is above the current one, or equal to it while nobody
-    /// holds it (a retried ADVANCE). `Err` carries the current generation.
-    pub fn advance(&mut self, vm: &str, generation: u64) -> Result<bool, u64> {
-        let current = self.vms.get(vm).cloned().unwrap_or_default();
-        if generation == current.generation && current.holder.is_none() && generation > 0 {
+    /// holds it (a retried ADVANCE; `Ok(false)`, nothing changed). `Err`
+    /// carries the current generation.
+    pub fn advance(&mut self, generation: u64) -> Result<bool, u64> {
+        if generation == self.generation && self.holder.is_none() && generation > 0 {
             return Ok(false);
         }
-        if generation <= current.generation {
-            return Err(current.generation);
+        if generation <= self.generation {
+            return Err(self.generation);
         }
-        let rec = self.vms.entry(vm.to_string()).or_default();
-        rec.generation = generation;
-        rec.holder = None;
+        self.generation = generation;
+        self.holder = None;
         Ok(true)
+    }
+}
+
+impl ArbiterState {
+    /// Applies a test-and-set ([`VmRecord::test_and_set`]) to `vm`.
+    pub fn test_and_set(
+        &mut self,
+        vm: &str,
+        generation: u64,
+        claimant: &str,
+        now_unix_ms: u64,
+    ) -> (Outcome, bool) {
+        let mut rec = self.vms.get(vm).cloned().unwrap_or_default();
+        let (outcome, changed) = rec.test_and_set(generation, claimant, now_unix_ms);
+        if changed {
+            self.vms.insert(vm.to_string(), rec);
+        }
+        (outcome, changed)
+    }
+
+    /// Raises `vm`'s generation ([`VmRecord::advance`]).
+    pub fn advance(&mut self, vm: &str, generation: u64) -> Result<bool, u64> {
+        let mut rec = self.vms.get(vm).cloned().unwrap_or_default();
+        let changed = rec.advance(generation)?;
+        if changed {
+            self.vms.insert(vm.to_string(), rec);
+        }
+        Ok(changed)
     }
 
     /// What is known about a VM (generation 0, no holder, for an unknown VM).
