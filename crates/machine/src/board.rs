@@ -41,6 +41,20 @@ pub struct Board {
 }
 
 impl Board {
+    /// Whether restored state (a snapshot, a joiner's state: outside
+    /// input) has the shape [`Board::new`] gives and the invariants the
+    /// devices rely on.
+    pub fn check(&self) -> Result<(), String> {
+        self.clock.check()?;
+        if self.virtio.len() != VIRTIO_SLOTS as usize {
+            return Err(format!(
+                "{} virtio slots, the board has {VIRTIO_SLOTS}",
+                self.virtio.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// A board with the given virtio devices in slots 0, 1, 2, ...
     pub fn new(clock: GuestClock, boot_wallclock_ns: u64, virtio: &[DeviceConfig]) -> Self {
         let mut slots: Vec<Option<VirtioMmio>> = (0..VIRTIO_SLOTS).map(|_| None).collect();

@@ -38,7 +38,24 @@ impl GuestClock {
     #[inline]
     pub fn now(&self, icount: u64) -> u64 {
         let steps = icount.saturating_sub(self.anchor_icount);
-        (self.anchor_time + steps / self.steps_per_tick).min(self.limit_time)
+        self.anchor_time
+            .saturating_add(steps / self.steps_per_tick)
+            .min(self.limit_time)
+    }
+
+    /// Whether restored state keeps the invariants [`GuestClock::new`] and
+    /// [`GuestClock::sync`] establish (a snapshot is outside input).
+    pub fn check(&self) -> Result<(), String> {
+        if self.steps_per_tick == 0 {
+            return Err("guest clock with 0 steps per tick".into());
+        }
+        if self.anchor_time > self.limit_time {
+            return Err(format!(
+                "guest clock anchored at {} past its limit {}",
+                self.anchor_time, self.limit_time
+            ));
+        }
+        Ok(())
     }
 
     /// Applies a host time reading taken at step `icount`. Time never goes
@@ -61,13 +78,34 @@ impl GuestClock {
         if t > self.limit_time {
             return None;
         }
-        Some(self.anchor_icount + (t - self.anchor_time) * self.steps_per_tick)
+        Some(
+            self.anchor_icount
+                .saturating_add((t - self.anchor_time).saturating_mul(self.steps_per_tick)),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Found by fuzzing (fuzz/regressions/snapshot/): a snapshot whose
+    // clock had 0 steps per tick divided by zero at the first interrupt
+    // check. Restored clocks are checked now.
+    #[test]
+    fn restored_clocks_are_checked() {
+        assert!(GuestClock::new(10, 1000).check().is_ok());
+        let mut c = GuestClock::new(10, 1000);
+        c.steps_per_tick = 0;
+        assert!(c.check().is_err());
+        let mut c = GuestClock::new(10, 1000);
+        c.anchor_time = c.limit_time + 1;
+        assert!(c.check().is_err());
+        let mut c = GuestClock::new(1, u64::MAX);
+        c.anchor_time = u64::MAX - 1;
+        assert_eq!(c.now(u64::MAX), u64::MAX);
+        assert!(c.step_reaching(u64::MAX).is_some());
+    }
 
     #[test]
     fn interpolates_caps_and_never_goes_back() {

@@ -123,11 +123,30 @@ pub fn load_elf(
         if ph.p_memsz < ph.p_filesz {
             return Err(bad("segment memory size smaller than file size".into()));
         }
+        // The whole segment must fit before anything is placed or zeroed:
+        // its memory size comes from the file, so it bounds nothing.
+        let end = ph
+            .p_paddr
+            .checked_add(ph.p_memsz)
+            .ok_or_else(|| bad("segment address overflows".into()))?;
+        if ram.offset_of(ph.p_paddr, ph.p_memsz).is_none() {
+            return Err(LoadError::DoesNotFit {
+                what,
+                addr: ph.p_paddr,
+                len: ph.p_memsz,
+                ram_size: ram.size(),
+            });
+        }
         place(ram, what, ph.p_paddr, bytes)?;
-        // Zero the BSS part.
-        let zeros = vec![0u8; (ph.p_memsz - ph.p_filesz) as usize];
-        place(ram, what, ph.p_paddr + ph.p_filesz, &zeros)?;
-        let (s, e) = (ph.p_paddr, ph.p_paddr + ph.p_memsz);
+        // Zero the BSS part, a page at a time.
+        const ZEROS: [u8; 4096] = [0; 4096];
+        let mut at = ph.p_paddr + ph.p_filesz;
+        while at < end {
+            let n = (end - at).min(ZEROS.len() as u64);
+            place(ram, what, at, &ZEROS[..n as usize])?;
+            at += n;
+        }
+        let (s, e) = (ph.p_paddr, end);
         span = Some(match span {
             None => Placement { start: s, end: e },
             Some(p) => Placement {
@@ -153,7 +172,16 @@ pub fn load_kernel(ram: &mut Ram, data: &[u8]) -> Result<(u64, Placement), LoadE
     let mut p = load_raw(ram, "kernel", addr, data)?;
     if is_linux_image(data) {
         // The header's image_size includes the BSS the kernel will clear.
+        // It comes from the file: it must fit in RAM like the rest.
         let image_size = u64::from_le_bytes(data[0x10..0x18].try_into().unwrap_or([0; 8]));
+        if ram.offset_of(addr, image_size).is_none() {
+            return Err(LoadError::DoesNotFit {
+                what: "kernel",
+                addr,
+                len: image_size,
+                ram_size: ram.size(),
+            });
+        }
         p.end = p.end.max(addr + image_size);
     }
     Ok((addr, p))
@@ -163,9 +191,9 @@ pub fn load_kernel(ram: &mut Ram, data: &[u8]) -> Result<(u64, Placement), LoadE
 /// its base (QEMU's rule), after the kernel, 4 KiB aligned.
 pub fn initrd_address(ram_size: u64, kernel_end: u64, len: u64) -> u64 {
     let preferred = RAM_BASE + (ram_size / 2).min(128 << 20);
-    let after_kernel = (kernel_end + 0xfff) & !0xfff;
+    let after_kernel = kernel_end.saturating_add(0xfff) & !0xfff;
     let mut addr = preferred.max(after_kernel);
-    if addr + len > RAM_BASE + ram_size {
+    if addr.saturating_add(len) > RAM_BASE + ram_size {
         addr = after_kernel;
     }
     addr
@@ -173,7 +201,7 @@ pub fn initrd_address(ram_size: u64, kernel_end: u64, len: u64) -> u64 {
 
 /// Address for the device tree: the end of RAM, aligned down to 2 MiB.
 pub fn fdt_address(ram_size: u64, fdt_len: u64) -> u64 {
-    (RAM_BASE + ram_size - fdt_len) & !((2 << 20) - 1)
+    (RAM_BASE + ram_size).saturating_sub(fdt_len) & !((2 << 20) - 1)
 }
 
 #[cfg(test)]
@@ -206,5 +234,38 @@ mod tests {
         assert_eq!(a, RAM_BASE + (128 << 20));
         let b = initrd_address(16 << 20, RAM_BASE + (4 << 20), 10 << 20);
         assert_eq!(b, RAM_BASE + (4 << 20));
+    }
+
+    // Found by fuzzing (fuzz/regressions/loader/): an ELF whose segment
+    // claims 2^60 bytes of BSS made the loader allocate them; a Linux
+    // Image header whose image_size overflowed the kernel's end address.
+    #[test]
+    fn huge_segments_and_image_sizes_are_refused_without_allocating() {
+        let mut ram = Ram::new(RAM_BASE, 1 << 20);
+        for bytes in [
+            include_bytes!(
+                "../../../fuzz/regressions/loader/crash-658e8d566e8f342769f32666a7000249f8721083"
+            )
+            .as_slice(),
+            include_bytes!(
+                "../../../fuzz/regressions/loader/crash-93f25ce277e1115387edead7b6183804e807b147"
+            )
+            .as_slice(),
+        ] {
+            // The fuzz input's first byte picks the loader.
+            let image = &bytes[1..];
+            let r = if bytes[0] % 3 == 1 {
+                load_elf(&mut ram, "kernel", image)
+            } else {
+                load_kernel(&mut ram, image)
+            };
+            assert!(
+                matches!(
+                    r,
+                    Err(LoadError::DoesNotFit { .. } | LoadError::BadElf { .. })
+                ),
+                "{r:?}"
+            );
+        }
     }
 }

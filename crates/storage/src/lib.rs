@@ -304,7 +304,8 @@ impl Drop for StorageServer {
     }
 }
 
-const ACCEPT_POLL: Duration = Duration::from_millis(20);
+/// How often an idle accept loop looks at the shutdown flag.
+const ACCEPT_POLL: Duration = Duration::from_millis(100);
 
 fn accept_loop(
     listener: TcpListener,
@@ -342,7 +343,12 @@ fn accept_loop(
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(ACCEPT_POLL);
+                // Wake as soon as a client connects (a sleep here cost every
+                // connection, NBD reconnects after a failover included, up
+                // to ACCEPT_POLL); the timeout is for the shutdown check.
+                if sys::wait_readable(&listener, ACCEPT_POLL).is_err() {
+                    std::thread::sleep(ACCEPT_POLL);
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => {

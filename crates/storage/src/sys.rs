@@ -1,7 +1,8 @@
 //! The few Linux calls the standard library does not wrap: `fallocate(2)` to
 //! punch holes and zero ranges in export images (TRIM and WRITE_ZEROES),
 //! `flock(2)` to make sure only one storage server owns a directory's arbiter
-//! state at a time, and TCP keepalive so a peer whose host vanished without
+//! state at a time, `poll(2)` so the accept loops wake the moment a client
+//! connects, and TCP keepalive so a peer whose host vanished without
 //! closing its connections is noticed. Every `unsafe` block of the crate lives here, each one a
 //! plain system call on a file descriptor the caller keeps open.
 
@@ -97,4 +98,26 @@ pub(crate) fn set_keepalive(
         }
     }
     Ok(())
+}
+
+/// Waits until `fd` is readable (for a listener: a connection is waiting)
+/// or `timeout` passes; `Ok(false)` on timeout or a signal.
+pub(crate) fn wait_readable(fd: &impl AsRawFd, timeout: std::time::Duration) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: `p` is one valid pollfd for the duration of the call, and the
+    // caller keeps the descriptor open.
+    let rc = unsafe { libc::poll(&mut p, 1, ms) };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(rc > 0)
 }

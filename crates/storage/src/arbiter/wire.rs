@@ -208,7 +208,7 @@ pub fn check_crc<'a>(
     let (body, trailer) = body_and_crc.split_at(split);
     let stored = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
     let computed = crc32c::crc32c_append(crc32c::crc32c(header), body);
-    if stored != computed {
+    if stored != computed && !cfg!(fuzzing) {
         return Err(FrameError::BadCrc { stored, computed });
     }
     Ok(body)
