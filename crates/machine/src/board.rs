@@ -43,7 +43,8 @@ pub struct Board {
 impl Board {
     /// Whether restored state (a snapshot, a joiner's state: outside
     /// input) has the shape [`Board::new`] gives and the invariants the
-    /// devices rely on.
+    /// devices rely on: the clock's, the PLIC's arrays, each virtio
+    /// device's queues and model.
     pub fn check(&self) -> Result<(), String> {
         self.clock.check()?;
         if self.virtio.len() != VIRTIO_SLOTS as usize {
@@ -51,6 +52,12 @@ impl Board {
                 "{} virtio slots, the board has {VIRTIO_SLOTS}",
                 self.virtio.len()
             ));
+        }
+        self.plic.check()?;
+        for (i, dev) in self.virtio.iter().enumerate() {
+            if let Some(d) = dev {
+                d.check(i as u8)?;
+            }
         }
         Ok(())
     }

@@ -111,6 +111,33 @@ impl VirtioMmio {
         d
     }
 
+    /// Whether restored state is shaped like a device of its own
+    /// configuration in `slot`: the queues it has and the device model.
+    pub fn check(&self, slot: Slot) -> Result<(), String> {
+        let model_matches = matches!(
+            (&self.cfg, &self.dev),
+            (DeviceConfig::Blk { .. }, DeviceState::Blk(_))
+                | (DeviceConfig::Net { .. }, DeviceState::Net(_))
+                | (DeviceConfig::Rng, DeviceState::Rng(_))
+        );
+        if self.slot != slot || !model_matches || self.queues.len() != self.num_queues() {
+            return Err(format!(
+                "virtio slot {slot}: state of another device ({:?} with {} queues in slot {})",
+                self.cfg,
+                self.queues.len(),
+                self.slot
+            ));
+        }
+        if let DeviceConfig::Blk { capacity_bytes, .. } = self.cfg {
+            if !capacity_bytes.is_multiple_of(512) {
+                return Err(format!(
+                    "virtio slot {slot}: disk of {capacity_bytes} bytes"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn config(&self) -> &DeviceConfig {
         &self.cfg
     }
