@@ -58,8 +58,13 @@ cargo build --manifest-path fuzz/Cargo.toml --release --target "$host" --quiet \
     $(printf -- '--bin %s ' "${targets[@]}")
 bin="$CARGO_TARGET_DIR/$host/release"
 
-scratch=$(mktemp -d "${TMPDIR:-/tmp}/ftvm-fuzz.XXXXXX")
+# In memory where possible: the nbd_server target's arbiter fsyncs its state.
+tmp=${TMPDIR:-/tmp}
+[ -d /dev/shm ] && [ -w /dev/shm ] && tmp=/dev/shm
+scratch=$(mktemp -d "$tmp/ftvm-fuzz.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
+# The targets' own scratch files (the nbd_server exports) go there too.
+export TMPDIR="$scratch"
 
 run_one() {
     local t=$1 out="$scratch/$1.log" work="$scratch/$1.corpus"

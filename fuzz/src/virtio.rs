@@ -6,6 +6,7 @@
 //! touch memory outside guest RAM.
 
 use ftvm_cpu::Ram;
+use ftvm_machine::devices::virtio::mmio as reg;
 use ftvm_machine::devices::virtio::VirtioMmio;
 use ftvm_machine::layout::RAM_BASE;
 use ftvm_machine::{BlkOp, DeviceConfig, Input, Output};
@@ -14,20 +15,6 @@ use crate::Bytes;
 
 const RAM_SIZE: u64 = 64 << 10;
 const SLOT: u8 = 0;
-
-mod reg {
-    pub const DRV_FEAT: u64 = 0x020;
-    pub const DRV_FEAT_SEL: u64 = 0x024;
-    pub const QUEUE_SEL: u64 = 0x030;
-    pub const QUEUE_NUM: u64 = 0x038;
-    pub const QUEUE_READY: u64 = 0x044;
-    pub const QUEUE_NOTIFY: u64 = 0x050;
-    pub const INT_ACK: u64 = 0x064;
-    pub const STATUS: u64 = 0x070;
-    pub const DESC_LO: u64 = 0x080;
-    pub const DRIVER_LO: u64 = 0x090;
-    pub const DEVICE_LO: u64 = 0x0a0;
-}
 
 fn addr_in_ram(b: &mut Bytes) -> u64 {
     RAM_BASE + (b.u16() as u64 % RAM_SIZE)
@@ -72,14 +59,18 @@ pub fn run(data: &[u8]) {
                 // What Linux's virtio_mmio does to bring a queue up, with
                 // the features and ring addresses taken from the input.
                 dev.write(reg::STATUS, 4, 1 | 2);
-                dev.write(reg::DRV_FEAT_SEL, 4, 0);
-                dev.write(reg::DRV_FEAT, 4, b.u32() as u64);
-                dev.write(reg::DRV_FEAT_SEL, 4, 1);
-                dev.write(reg::DRV_FEAT, 4, (b.u8() as u64 & 0x3f) | 1);
+                dev.write(reg::DRIVER_FEATURES_SEL, 4, 0);
+                dev.write(reg::DRIVER_FEATURES, 4, b.u32() as u64);
+                dev.write(reg::DRIVER_FEATURES_SEL, 4, 1);
+                dev.write(reg::DRIVER_FEATURES, 4, (b.u8() as u64 & 0x3f) | 1);
                 dev.write(reg::STATUS, 4, 1 | 2 | 8);
                 dev.write(reg::QUEUE_SEL, 4, (b.u8() & 1) as u64);
                 dev.write(reg::QUEUE_NUM, 4, 1u64 << (b.u8() % 9));
-                for r in [reg::DESC_LO, reg::DRIVER_LO, reg::DEVICE_LO] {
+                for r in [
+                    reg::QUEUE_DESC_LOW,
+                    reg::QUEUE_DRIVER_LOW,
+                    reg::QUEUE_DEVICE_LOW,
+                ] {
                     let a = addr_in_ram(&mut b) & !0xf;
                     dev.write(r, 4, a & 0xffff_ffff);
                     dev.write(r + 4, 4, a >> 32);
@@ -123,7 +114,7 @@ pub fn run(data: &[u8]) {
                 };
                 dev.apply(&input, &mut ram);
             }
-            _ => dev.write(reg::INT_ACK, 4, b.u8() as u64 & 3),
+            _ => dev.write(reg::INTERRUPT_ACK, 4, b.u8() as u64 & 3),
         }
     }
 }

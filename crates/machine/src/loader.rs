@@ -48,6 +48,24 @@ pub fn is_linux_image(data: &[u8]) -> bool {
     data.len() >= 0x40 && &data[0x38..0x3c] == b"RSC\x05"
 }
 
+fn does_not_fit(ram: &Ram, what: &'static str, addr: u64, len: u64) -> LoadError {
+    LoadError::DoesNotFit {
+        what,
+        addr,
+        len,
+        ram_size: ram.size(),
+    }
+}
+
+/// `len` bytes at `addr` lie inside RAM (checked before a size read from a
+/// file is acted on).
+fn fits(ram: &Ram, what: &'static str, addr: u64, len: u64) -> Result<(), LoadError> {
+    match ram.offset_of(addr, len) {
+        Some(_) => Ok(()),
+        None => Err(does_not_fit(ram, what, addr, len)),
+    }
+}
+
 fn place(
     ram: &mut Ram,
     what: &'static str,
@@ -55,12 +73,7 @@ fn place(
     data: &[u8],
 ) -> Result<Placement, LoadError> {
     if !ram.write_bytes(addr, data) {
-        return Err(LoadError::DoesNotFit {
-            what,
-            addr,
-            len: data.len() as u64,
-            ram_size: ram.size(),
-        });
+        return Err(does_not_fit(ram, what, addr, data.len() as u64));
     }
     Ok(Placement {
         start: addr,
@@ -129,14 +142,7 @@ pub fn load_elf(
             .p_paddr
             .checked_add(ph.p_memsz)
             .ok_or_else(|| bad("segment address overflows".into()))?;
-        if ram.offset_of(ph.p_paddr, ph.p_memsz).is_none() {
-            return Err(LoadError::DoesNotFit {
-                what,
-                addr: ph.p_paddr,
-                len: ph.p_memsz,
-                ram_size: ram.size(),
-            });
-        }
+        fits(ram, what, ph.p_paddr, ph.p_memsz)?;
         place(ram, what, ph.p_paddr, bytes)?;
         // Zero the BSS part, a page at a time.
         const ZEROS: [u8; 4096] = [0; 4096];
@@ -174,14 +180,7 @@ pub fn load_kernel(ram: &mut Ram, data: &[u8]) -> Result<(u64, Placement), LoadE
         // The header's image_size includes the BSS the kernel will clear.
         // It comes from the file: it must fit in RAM like the rest.
         let image_size = u64::from_le_bytes(data[0x10..0x18].try_into().unwrap_or([0; 8]));
-        if ram.offset_of(addr, image_size).is_none() {
-            return Err(LoadError::DoesNotFit {
-                what: "kernel",
-                addr,
-                len: image_size,
-                ram_size: ram.size(),
-            });
-        }
+        fits(ram, "kernel", addr, image_size)?;
         p.end = p.end.max(addr + image_size);
     }
     Ok((addr, p))

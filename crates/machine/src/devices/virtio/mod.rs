@@ -12,7 +12,7 @@
 //! device's error status, a corrupt queue sets DEVICE_NEEDS_RESET.
 
 mod blk;
-mod mmio;
+pub mod mmio;
 mod net;
 mod queue;
 mod rng;
