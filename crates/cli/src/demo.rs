@@ -34,6 +34,8 @@ const GUEST_IP: &str = "10.77.0.2";
 const NBD: &str = "10.79.0.1:10809";
 const ARBITER: &str = "10.79.0.1:10810";
 const STATUS: &str = "127.0.0.1:7100";
+/// Each VM process's Prometheus endpoint, on its namespace's loopback.
+const METRICS: &str = "127.0.0.1:9464";
 const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Host `h1` or `h2`'s logging address (`--listen`) and join address
@@ -92,6 +94,8 @@ impl VmArgs {
             ARBITER.into(),
             "--status".into(),
             STATUS.into(),
+            "--metrics".into(),
+            METRICS.into(),
             "--join-listen".into(),
             join_addr(host),
             "--console".into(),
@@ -434,6 +438,8 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
     println!("  Status of each side, and the arbiter's record:");
     println!("      ip netns exec {p}-h1 {exe_s} status {STATUS}");
     println!("      ip netns exec {p}-h2 {exe_s} status {STATUS}");
+    println!("  Prometheus metrics of each side (docs/operations.md lists them):");
+    println!("      ip netns exec {p}-h1 curl -s http://{METRICS}/metrics");
     println!(
         "      ip netns exec {p}-h1 {exe_s} {}",
         arbiter_args("history").join(" ")

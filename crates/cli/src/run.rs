@@ -16,6 +16,7 @@ use ftvm_node::console::ConsoleTarget;
 use ftvm_node::devices::DriveSource;
 use ftvm_node::driver::{self, Driver, Options};
 use ftvm_node::machine_args::MachineArgs;
+use ftvm_node::metrics::VmMetrics;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -33,6 +34,10 @@ pub struct RunArgs {
     /// Print steps executed, wall time and MIPS on exit.
     #[arg(long)]
     pub stats: bool,
+    /// Serve Prometheus metrics (OpenMetrics text at /metrics) on this
+    /// address: instructions, exits, disk and network I/O.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// TLS to the NBD server of `--drive nbd://…` (needed only then): this
     /// host's certificate (e.g. DIR/host-NAME/client-cert.pem from `ftvm
     /// certs init DIR`), or --insecure.
@@ -84,12 +89,17 @@ fn print_stats(stats: bool, machine: &Machine, secs: f64) {
     }
 }
 
-fn options(args: &RunArgs) -> Options {
-    Options {
+fn options(args: &RunArgs, command: &str) -> Result<Options> {
+    let (metrics, bound) = VmMetrics::start(None, None, args.metrics)?;
+    if let Some(a) = bound {
+        eprintln!("ftvm: {command}: metrics on http://{a}/metrics");
+    }
+    Ok(Options {
         console: args.console.clone(),
         read_input: !args.no_input,
         max_steps: args.max_steps,
-    }
+        metrics,
+    })
 }
 
 pub fn run(mut args: RunArgs) -> Result<u8> {
@@ -97,7 +107,7 @@ pub fn run(mut args: RunArgs) -> Result<u8> {
     let (cfg, _, backends) = args.machine.build()?;
     let machine = Machine::new(&cfg).context("cannot build the machine")?;
     driver::install_signal_handlers();
-    let mut d = Driver::new(machine, backends, options(&args), None)?;
+    let mut d = Driver::new(machine, backends, options(&args, "run")?, None)?;
     let ended = d.run()?;
     let secs = d.elapsed().as_secs_f64();
     let machine = d.finish(ended.reason)?;
@@ -151,7 +161,12 @@ pub fn record(mut args: RecordArgs) -> Result<u8> {
     let recorder = Recorder::new(BufWriter::with_capacity(1 << 20, file), &header)
         .with_context(|| format!("cannot write log {}", args.log.display()))?;
     driver::install_signal_handlers();
-    let mut d = Driver::new(machine, backends, options(&args.run), Some(recorder))?;
+    let mut d = Driver::new(
+        machine,
+        backends,
+        options(&args.run, "record")?,
+        Some(recorder),
+    )?;
     let ended = d.run()?;
     let secs = d.elapsed().as_secs_f64();
     let machine = d.finish(ended.reason)?;

@@ -2,12 +2,14 @@
 //! server for the disk images in a directory and the arbiter — from the
 //! `ftvm-storage` crate. This module owns the command's options, preparing
 //! the directory (creating it, and sparse images asked for with
-//! `--create NAME=SIZE`), printing the bound addresses for scripts, and
-//! turning SIGINT/SIGTERM into a clean stop. Signals are taken with
-//! `sigwait` on a dedicated thread while they are blocked in every other
-//! thread: no signal handler is installed at all, so nothing here touches
-//! the handlers and stop flag of `driver.rs` (which `ftvm run` installs,
-//! and which never run in this process), and nothing runs in signal context.
+//! `--create NAME=SIZE`), serving Prometheus metrics on `--metrics`,
+//! printing the bound addresses for scripts (`metrics ADDR` after `nbd` and
+//! `arbiter` when asked for), and turning SIGINT/SIGTERM into a clean stop.
+//! Signals are taken with `sigwait` on a dedicated thread while they are
+//! blocked in every other thread: no signal handler is installed at all,
+//! so nothing here touches the handlers and stop flag of `driver.rs` (which
+//! `ftvm run` installs, and which never run in this process), and nothing
+//! runs in signal context.
 
 use std::fs::OpenOptions;
 use std::io::{self, Write};
@@ -47,6 +49,10 @@ pub struct StorageArgs {
     /// (see docs/security.md), or --insecure.
     #[command(flatten)]
     pub tls: crate::tls_args::TlsArgs,
+    /// Serve Prometheus metrics (OpenMetrics text at /metrics) on this
+    /// address (port 0: any free port).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `--create NAME=SIZE`.
@@ -212,11 +218,29 @@ pub fn storage(args: StorageArgs) -> Result<u8> {
     config.read_only = args.read_only;
     config.default_export = args.default_export;
     config.tls = tls;
+    let metrics = args.metrics.map(|addr| {
+        let mut registry = ftvm_metrics::Registry::default();
+        config.metrics = Some(ftvm_metrics::StorageMetrics::register(&mut registry));
+        (addr, registry)
+    });
     let server = StorageServer::start(config, shutdown)?;
+    let metrics = match metrics {
+        Some((addr, registry)) => {
+            let ep =
+                ftvm_metrics::serve(addr, registry).context("cannot start the metrics endpoint")?;
+            tracing::info!(metrics = %ep.addr, "storage: serving metrics at /metrics");
+            Some(ep.addr)
+        }
+        None => None,
+    };
     // Machine-readable, for scripts and tests that listen on port 0.
     let mut out = io::stdout().lock();
     writeln!(out, "nbd {}", server.nbd_addr())
         .and_then(|()| writeln!(out, "arbiter {}", server.arbiter_addr()))
+        .and_then(|()| match metrics {
+            Some(addr) => writeln!(out, "metrics {addr}"),
+            None => Ok(()),
+        })
         .and_then(|()| out.flush())
         .context("cannot write the listening addresses to stdout")?;
     drop(out);

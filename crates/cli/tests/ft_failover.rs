@@ -10,6 +10,11 @@
 //!   one variant adds a bulk writer inside the guest). The client's single
 //!   connection must carry on, every acknowledged key must be readable
 //!   afterwards, and the arbiter must record exactly one win: the backup's.
+//!   Every process serves `--metrics`; these tests scrape them: while
+//!   paired the roles, a non-zero lag, held outputs and their hold times,
+//!   log traffic, disk and network I/O and digest checks show; after the
+//!   kill the survivor counts one failover and is live, and the storage
+//!   server counts one test-and-set won.
 //! - `backup_killed_primary_goes_on_alone`: the primary wins the arbiter.
 //! - `cut_logging_link_leaves_exactly_one`: the logging link is cut while
 //!   both run: one halts (exit 4), the other serves.
@@ -63,6 +68,8 @@ const NBD: &str = "10.79.0.1:10809";
 const ARBITER: &str = "10.79.0.1:10810";
 const LOG_ADDR: &str = "10.78.0.2:7000";
 const STATUS: &str = "127.0.0.1:7100";
+/// Every process's `--metrics`, on the loopback of its own namespace.
+const METRICS: &str = "127.0.0.1:9464";
 const REDIS: &str = "10.77.0.2:6379";
 
 fn loadgen() -> PathBuf {
@@ -228,6 +235,8 @@ impl Pair {
                 NBD,
                 "--arbiter-listen",
                 ARBITER,
+                "--metrics",
+                METRICS,
                 "--create",
                 "vm0=64M",
             ])
@@ -389,6 +398,8 @@ impl Pair {
                 &self.arbiter,
                 "--status",
                 STATUS,
+                "--metrics",
+                METRICS,
             ])
             .args(["--join-listen", &format!("10.78.0.{i}:7001")])
             .args(
@@ -640,6 +651,143 @@ impl Drop for Pair {
     }
 }
 
+/// One scrape of a `--metrics` endpoint: the OpenMetrics text.
+struct Metrics(String);
+
+impl Metrics {
+    /// Scrapes `METRICS` in namespace `ns`.
+    fn scrape(ns: &str) -> Metrics {
+        Metrics(in_netns(ns, || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(METRICS).expect("reach the metrics endpoint");
+            s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: ftvm\r\nConnection: close\r\n\r\n")
+                .expect("send a scrape");
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("read the scrape");
+            assert!(out.starts_with("HTTP/1.1 200"), "scrape failed: {out}");
+            out
+        }))
+    }
+
+    /// The value of the sample `name` whose labels include `labels`.
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.0.lines().find_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if n != name {
+                return None;
+            }
+            let ok = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            if ok {
+                value.parse().ok()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The sum over the samples of `name` whose labels include `labels`.
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.0
+            .lines()
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
+                let ok = n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+                ok.then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .sum()
+    }
+}
+
+impl Pair {
+    /// While paired under load, the metrics of both sides and of storage
+    /// carry what is going on: roles, lag, held outputs, the log, the
+    /// guest's disk and network. Returns the primary's last scrape.
+    fn metrics_while_paired(&self) -> Metrics {
+        let (h1, h2, st) = (self.net.ns("h1"), self.net.ns("h2"), self.net.ns("st"));
+        // The lag is a sample: look a few times for a moment it is not 0.
+        let t = Instant::now();
+        let p = loop {
+            let p = Metrics::scrape(&h1);
+            if p.get("ftvm_ft_lag_instructions", &[]).unwrap_or(0.0) > 0.0 {
+                break p;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the primary's lag never showed while paired:\n{}",
+                p.0
+            );
+            sleep(Duration::from_millis(100));
+        };
+        let b = Metrics::scrape(&h2);
+        let s = Metrics::scrape(&st);
+        let dump = format!("primary:\n{}\nbackup:\n{}\nstorage:\n{}", p.0, b.0, s.0);
+        let vm = ("vm", "vm0");
+        assert_eq!(
+            p.get("ftvm_ft_phase", &[vm, ("phase", "paired")]),
+            Some(1.0),
+            "{dump}"
+        );
+        assert_eq!(p.get("ftvm_ft_connected", &[vm]), Some(1.0), "{dump}");
+        assert_eq!(
+            b.get("ftvm_ft_phase", &[vm, ("phase", "following")]),
+            Some(1.0),
+            "{dump}"
+        );
+        assert_eq!(b.get("ftvm_ft_failovers_total", &[vm]), Some(0.0), "{dump}");
+        assert_eq!(
+            p.get("ftvm_ft_process_info", &[vm, ("started_as", "primary")]),
+            Some(1.0),
+            "{dump}"
+        );
+        assert!(
+            p.get("ftvm_ft_generation", &[vm]).unwrap_or(0.0) >= 1.0,
+            "{dump}"
+        );
+        let positive = |m: &Metrics, name: &str, labels: &[(&str, &str)]| {
+            assert!(
+                m.sum(name, labels) > 0.0,
+                "{name}{labels:?} is not positive in\n{dump}"
+            );
+        };
+        positive(&p, "ftvm_guest_instructions_total", &[]);
+        positive(&p, "ftvm_guest_exits_total", &[("cause", "output")]);
+        positive(&p, "ftvm_ft_output_hold_seconds_count", &[]);
+        positive(&p, "ftvm_ft_ack_round_trip_seconds_count", &[]);
+        positive(&p, "ftvm_ft_released_outputs_total", &[]);
+        positive(&p, "ftvm_ft_log_bytes_total", &[("direction", "tx")]);
+        positive(&p, "ftvm_ft_log_entries_total", &[("direction", "tx")]);
+        positive(
+            &p,
+            "ftvm_net_frames_total",
+            &[("device", "eth0"), ("direction", "rx")],
+        );
+        positive(
+            &p,
+            "ftvm_net_frames_total",
+            &[("device", "eth0"), ("direction", "tx")],
+        );
+        positive(&p, "ftvm_disk_requests_total", &[("device", "vda")]);
+        positive(&b, "ftvm_guest_instructions_total", &[]);
+        positive(&b, "ftvm_ft_log_entries_total", &[("direction", "rx")]);
+        positive(&b, "ftvm_ft_digest_checks_total", &[("result", "passed")]);
+        assert_eq!(
+            b.get("ftvm_ft_digest_checks_total", &[("result", "failed")]),
+            Some(0.0),
+            "{dump}"
+        );
+        positive(&s, "ftvm_storage_nbd_requests_total", &[("export", "vm0")]);
+        p
+    }
+}
+
 fn possible(test: &str) -> bool {
     if !network_tests_possible(test) {
         return false;
@@ -666,9 +814,54 @@ fn primary_killed(index: u32, kill_after: Duration, append_extra: &str) {
         matches!(checked, Some(Some(n)) if n > 0),
         "the backup compared no state digest before the kill: {checked:?}"
     );
+    let st = pair.net.ns("st");
+    let before = Metrics::scrape(&st);
+    let paired = pair.metrics_while_paired();
     Pair::kill(&mut pair.primary);
     let live_after = pair.wait_phase("h2", "live", Duration::from_secs(30));
     eprintln!("backup seen live {live_after:?} after the kill");
+    // The survivor's metrics tell the same story as its status report.
+    let live = Metrics::scrape(&pair.net.ns("h2"));
+    assert_eq!(
+        live.get("ftvm_ft_failovers_total", &[]),
+        Some(1.0),
+        "{}",
+        live.0
+    );
+    assert_eq!(
+        live.get("ftvm_ft_phase", &[("phase", "live")]),
+        Some(1.0),
+        "{}",
+        live.0
+    );
+    assert_eq!(
+        live.get("ftvm_ft_phase", &[("phase", "following")]),
+        Some(0.0),
+        "{}",
+        live.0
+    );
+    assert!(
+        live.get("ftvm_guest_instructions_total", &[])
+            .unwrap_or(0.0)
+            >= paired
+                .get("ftvm_guest_instructions_total", &[])
+                .unwrap_or(0.0),
+        "the instruction count went backwards"
+    );
+    let after = Metrics::scrape(&st);
+    let won = |m: &Metrics| {
+        m.get(
+            "ftvm_storage_arbiter_requests_total",
+            &[("request", "test_and_set"), ("result", "won")],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(
+        won(&after) - won(&before),
+        1.0,
+        "one test-and-set won at the arbiter:\n{}",
+        after.0
+    );
     let report = pair.finish_load("k", load);
     eprintln!("load report: {report}");
     let wins = pair.arbiter_history();

@@ -378,6 +378,7 @@ impl Backup {
             bytes_received: self.bytes_received,
             throttled_ms: 0,
             last_heard_ms: self.peer.detector.last_heard_ms(),
+            heartbeats_missed: self.peer.detector.heartbeats_missed(),
             arbiter_attempts: self.peer.arbiter_attempts(),
         }
     }

@@ -75,7 +75,8 @@ impl Peer {
             me,
             conn: Conn::None,
             handshake_deadline: 0,
-            detector: FailureDetector::new(now_ms, cfg.startup_timeout_ms, cfg.failure_timeout_ms),
+            detector: FailureDetector::new(now_ms, cfg.startup_timeout_ms, cfg.failure_timeout_ms)
+                .with_heartbeat(cfg.heartbeat_interval_ms),
             arbiter: ArbiterClient::new(
                 cfg.generation,
                 me,

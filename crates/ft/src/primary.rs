@@ -392,6 +392,7 @@ impl Primary {
             bytes_received: self.bytes_received,
             throttled_ms: self.throttled_ms,
             last_heard_ms: self.peer.detector.last_heard_ms(),
+            heartbeats_missed: self.peer.detector.heartbeats_missed(),
             arbiter_attempts: self.peer.arbiter_attempts(),
         }
     }

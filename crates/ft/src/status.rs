@@ -82,6 +82,8 @@ pub struct Status {
     pub throttled_ms: u64,
     /// When the peer was last heard from.
     pub last_heard_ms: Option<u64>,
+    /// Heartbeat intervals beyond the first that passed in silence.
+    pub heartbeats_missed: u64,
     /// Test-and-set requests sent.
     pub arbiter_attempts: u32,
 }

@@ -27,6 +27,7 @@ use ftvm_replay::{EndReason, Recorder};
 use crate::console::{Console, ConsoleTarget, Filtered};
 use crate::devices::{self, Backends};
 use crate::events::HostEvent;
+use crate::metrics::VmMetrics;
 use crate::reactor::Reactor;
 
 /// Steps executed per turn of the host loop (about 4 ms at 120 MIPS); the
@@ -61,6 +62,8 @@ pub struct Options {
     pub console: ConsoleTarget,
     pub read_input: bool,
     pub max_steps: Option<u64>,
+    /// The process's metric handles (served or not).
+    pub metrics: VmMetrics,
 }
 
 /// How a driven run ended.
@@ -83,6 +86,7 @@ pub struct Driver {
     last_flush: Instant,
     max_steps: Option<u64>,
     quit: bool,
+    metrics: VmMetrics,
 }
 
 fn host_ticks(start: Instant) -> u64 {
@@ -98,6 +102,7 @@ impl Driver {
     ) -> Result<Driver> {
         let mut reactor = Reactor::new()?;
         let tx = reactor.sender();
+        backends.meter(&opts.metrics.devices);
         backends.register_nets(&mut reactor)?;
         backends.start_disk_worker(&tx)?;
         let console = Console::open(&opts.console, opts.read_input.then_some(&mut reactor))?;
@@ -113,6 +118,7 @@ impl Driver {
             last_flush: Instant::now(),
             max_steps: opts.max_steps,
             quit: false,
+            metrics: opts.metrics,
         })
     }
 
@@ -207,6 +213,7 @@ impl Driver {
                 limit = limit.min(max);
             }
             let stop = self.machine.run(limit);
+            self.metrics.exit(&self.machine, stop, false);
             self.serve_outputs()?;
             match stop {
                 Stop::Limit => {}

@@ -10,7 +10,10 @@
 //! processes use: [`NbdClient`], which rides out storage restarts by
 //! reconnecting and re-sending unacknowledged requests, and [`ArbiterClient`].
 //! Servers use one thread per connection with blocking sockets; nothing here
-//! needs an async runtime. `docs/storage.md` describes both protocols.
+//! needs an async runtime. With [`StorageConfig::metrics`] set, both servers
+//! count what they serve into [`ftvm_metrics::StorageMetrics`] (requests,
+//! bytes and errors per export, arbiter answers, connections, refusals);
+//! without it nothing is counted. `docs/storage.md` describes both protocols.
 //!
 //! ```no_run
 //! use ftvm_storage::{serve, Shutdown, StorageConfig};
@@ -45,6 +48,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ftvm_metrics::storage::Channel;
 use tracing::{error, info, warn};
 
 /// Configuration of the storage server.
@@ -79,6 +83,9 @@ pub struct StorageConfig {
     /// first byte), with every client authenticated and each request
     /// checked against its identity; `None` serves plain TCP to anyone.
     pub tls: Option<ftvm_tls::ServerTls>,
+    /// Where to count what is served (`ftvm storage --metrics`); `None`
+    /// counts nothing.
+    pub metrics: Option<ftvm_metrics::StorageMetrics>,
 }
 
 impl StorageConfig {
@@ -97,6 +104,7 @@ impl StorageConfig {
             stall_timeout: Duration::from_secs(30),
             max_connections: 256,
             tls: None,
+            metrics: None,
         }
     }
 }
@@ -212,6 +220,7 @@ impl StorageServer {
             idle_timeout: config.idle_timeout,
             stall_timeout: config.stall_timeout,
             tls: config.tls.clone(),
+            metrics: config.metrics.clone(),
         });
         let arb_shared = Arc::new(arbiter::server::ArbiterShared {
             store: Mutex::new(store),
@@ -219,6 +228,7 @@ impl StorageServer {
             stall_timeout: config.stall_timeout,
             tls: config.tls.clone(),
             handshake_timeout: config.handshake_timeout,
+            metrics: config.metrics.clone(),
         });
 
         let sd = shutdown.clone();
@@ -236,15 +246,16 @@ impl StorageServer {
             shutdown: shutdown.clone(),
             threads: Vec::new(),
         };
-        for (name, listener, handler) in [
-            ("nbd", nbd_listener, nbd_handler),
-            ("arbiter", arb_listener, arb_handler),
+        for (name, channel, listener, handler) in [
+            ("nbd", Channel::Nbd, nbd_listener, nbd_handler),
+            ("arbiter", Channel::Arbiter, arb_listener, arb_handler),
         ] {
             let sd = shutdown.clone();
             let max = config.max_connections;
+            let refused = config.metrics.clone().map(|m| (m, channel));
             let t = std::thread::Builder::new()
                 .name(format!("ftvm-{name}-accept"))
-                .spawn(move || accept_loop(listener, name, sd, max, handler))
+                .spawn(move || accept_loop(listener, name, sd, max, handler, refused))
                 .map_err(StorageError::Thread)?;
             server.threads.push(t);
         }
@@ -313,6 +324,7 @@ fn accept_loop(
     shutdown: Shutdown,
     max: usize,
     handler: Handler,
+    refused: Option<(ftvm_metrics::StorageMetrics, Channel)>,
 ) {
     let mut workers: Vec<JoinHandle<()>> = Vec::new();
     let mut next_id = 0u64;
@@ -329,6 +341,9 @@ fn accept_loop(
                 }
                 if workers.len() >= max {
                     warn!(%peer, "{what}: refusing connection: {max} connections already open");
+                    if let Some((m, channel)) = &refused {
+                        m.refused(*channel);
+                    }
                     drop(stream);
                     continue;
                 }

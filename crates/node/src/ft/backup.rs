@@ -42,6 +42,7 @@ use crate::devices;
 use crate::driver::{install_signal_handlers, STOP_REQUESTED};
 use crate::events::{EventSender, FtEvent, HostEvent};
 use crate::machine_args::MachineArgs;
+use crate::metrics::VmMetrics;
 use crate::reactor::{Reactor, LISTENER};
 
 /// Longest the loop sleeps with nothing to replay.
@@ -112,13 +113,14 @@ struct Follower {
     /// data then).
     local: Option<LocalDisks>,
     local_done: BTreeMap<(Slot, u64), Vec<u8>>,
+    metrics: VmMetrics,
 }
 
 /// This backup's own disks, by virtio slot.
 type LocalDisks = BTreeMap<Slot, Box<dyn devices::DiskBackend>>;
 
 impl Follower {
-    fn new(machine: Machine, local: Option<LocalDisks>) -> Follower {
+    fn new(machine: Machine, local: Option<LocalDisks>, metrics: VmMetrics) -> Follower {
         Follower {
             machine,
             current: None,
@@ -130,6 +132,7 @@ impl Follower {
             powered_off: false,
             local,
             local_done: BTreeMap::new(),
+            metrics,
         }
     }
 
@@ -203,6 +206,9 @@ impl Follower {
                 super::primary::warn_if_slow("backup", e.icount, t);
                 let diff = expected.differences(&found);
                 if !diff.is_empty() {
+                    if let Some(ft) = &self.metrics.ft {
+                        ft.digest_failed();
+                    }
                     return Err(Stuck::Diverged(format!(
                         "state differs from the primary's at step {}: {}",
                         e.icount,
@@ -249,6 +255,7 @@ impl Follower {
                     limit = tf.limit(at, limit);
                 }
                 let stop = self.machine.run(limit);
+                self.metrics.exit(&self.machine, stop, false);
                 progressed = true;
                 self.collect_outputs();
                 if tf.is_some_and(|t| t.limit(at, u64::MAX) == self.machine.icount()) {
@@ -315,6 +322,7 @@ struct BackupDriver {
     board: Board,
     report: Report,
     last_publish: u64,
+    metrics: VmMetrics,
 }
 
 /// A machine built off the loop for this backup to follow.
@@ -401,7 +409,11 @@ impl BackupDriver {
             b.ms
         );
         self.virtio = b.virtio;
-        self.follower = Some(Follower::new(b.machine, self.local_disks.take()));
+        self.follower = Some(Follower::new(
+            b.machine,
+            self.local_disks.take(),
+            self.metrics.clone(),
+        ));
         Ok(())
     }
 
@@ -598,6 +610,10 @@ impl BackupDriver {
         if self.timeline.is_some() {
             r.failover = self.timeline.clone();
         }
+        self.metrics.guest.icount(r.icount);
+        if let Some(ft) = &self.metrics.ft {
+            ft.status(&super::status::sample(r, false, s.heartbeats_missed));
+        }
         self.board.publish(self.report.clone());
     }
 
@@ -764,6 +780,8 @@ pub fn backup(mut args: BackupArgs) -> Result<u8> {
         })
         .collect::<Result<Vec<_>>>()?;
     let identity = args.ft.identity(&own);
+    let (metrics, metrics_bound) =
+        VmMetrics::start(Some(&args.ft.vm), Some("backup"), args.ft.metrics)?;
     let mut local_disks = if args.ft.local_disks {
         let (_, mut b) = devices::open(
             &args.machine.drives,
@@ -772,6 +790,7 @@ pub fn backup(mut args: BackupArgs) -> Result<u8> {
             args.machine.nbd_tls.as_ref(),
         )
         .context("cannot open this backup's own disks (--local-disks)")?;
+        b.meter(&metrics.devices);
         Some(std::mem::take(&mut b.disks))
     } else {
         None
@@ -793,6 +812,9 @@ pub fn backup(mut args: BackupArgs) -> Result<u8> {
     if let Some(addr) = args.ft.status {
         let a = board.serve(addr, &mut reactor)?;
         eprintln!("ftvm: backup: status on {a}");
+    }
+    if let Some(a) = metrics_bound {
+        eprintln!("ftvm: backup: metrics on http://{a}/metrics");
     }
     install_signal_handlers();
     let clock = Clock::new(0);
@@ -834,7 +856,11 @@ pub fn backup(mut args: BackupArgs) -> Result<u8> {
             generation = j.generation;
             config.generation = generation;
             virtio = own.virtio.clone();
-            follower = Some(Follower::new(j.machine, local_disks.take()));
+            follower = Some(Follower::new(
+                j.machine,
+                local_disks.take(),
+                metrics.clone(),
+            ));
             let mut core = ftvm_ft::Backup::new_at(config, clock.ms(), j.icount)
                 .context("bad FT configuration")?;
             core.on_connected(clock.ms())
@@ -885,6 +911,7 @@ pub fn backup(mut args: BackupArgs) -> Result<u8> {
         board,
         report,
         last_publish: 0,
+        metrics,
         args,
     };
     match d.run()? {
@@ -955,6 +982,7 @@ fn go_live(d: BackupDriver) -> Result<u8> {
             started: d.started,
             reactor: d.reactor,
             timeline: d.timeline,
+            metrics: d.metrics.clone(),
         },
         unreleased,
         resubmit,

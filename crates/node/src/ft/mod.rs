@@ -72,6 +72,11 @@ pub struct FtArgs {
     /// Serve status reports (JSON) on this address; read them with `ftvm status`.
     #[arg(long, value_name = "HOST:PORT")]
     pub status: Option<SocketAddr>,
+    /// Serve Prometheus metrics (OpenMetrics text at /metrics) on this
+    /// address: the guest, its devices and the FT protocol (role, phase,
+    /// lag, held outputs, the logging channel, failovers, joins).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<SocketAddr>,
     /// Heartbeat interval on the logging channel.
     #[arg(long, value_name = "MS", default_value_t = 10)]
     pub heartbeat_ms: u64,

@@ -41,6 +41,7 @@ use crate::devices::{self, Backends};
 use crate::driver::{install_signal_handlers, STOP_REQUESTED};
 use crate::events::{EventSender, FtEvent, HostEvent};
 use crate::machine_args::MachineArgs;
+use crate::metrics::VmMetrics;
 use crate::reactor::{Reactor, HOST_EVENTS, JOIN_LISTENER};
 
 /// Longest the loop sleeps while the guest idles.
@@ -196,6 +197,7 @@ pub struct Live {
     quit: bool,
     /// `--test-fault` of `ftvm primary`.
     test_fault: Option<TestFault>,
+    metrics: VmMetrics,
 }
 
 /// How a live run ended.
@@ -234,6 +236,7 @@ pub struct LiveSetup {
     pub reactor: Reactor,
     /// The failover that made this process live, if it did.
     pub timeline: Option<Timeline>,
+    pub metrics: VmMetrics,
 }
 
 impl Live {
@@ -241,6 +244,7 @@ impl Live {
         let mut reactor = s.reactor;
         let tx = reactor.sender();
         let mut backends = s.backends;
+        backends.meter(&s.metrics.devices);
         backends.register_nets(&mut reactor)?;
         backends.start_disk_worker(&tx)?;
         let console = Console::open(&s.console, s.read_input.then_some(&mut reactor))?;
@@ -290,6 +294,7 @@ impl Live {
             last_publish: 0,
             quit: false,
             test_fault: None,
+            metrics: s.metrics,
         })
     }
 
@@ -300,6 +305,9 @@ impl Live {
     /// writes the same bytes again).
     pub fn go_live(s: LiveSetup, unreleased: Vec<Output>, resubmit: Vec<Output>) -> Result<Live> {
         let mut live = Live::build(s)?;
+        if let Some(ft) = &live.metrics.ft {
+            ft.failover();
+        }
         live.report.solo_since_s = Some(live.started.elapsed().as_secs_f64());
         live.announce();
         // Again a few times, as after a live migration, in case a switch
@@ -484,8 +492,14 @@ impl Live {
                     Some(h) if h.id == id => {
                         if p.core.phase() == Phase::Paired {
                             if let Some(sent) = h.sent {
-                                self.holds
-                                    .add(h.produced, sent, p.ack_read, Instant::now());
+                                let now = Instant::now();
+                                self.holds.add(h.produced, sent, p.ack_read, now);
+                                if let Some(ft) = &self.metrics.ft {
+                                    ft.released(
+                                        now.saturating_duration_since(h.produced).as_secs_f64(),
+                                        p.ack_read.saturating_duration_since(sent).as_secs_f64(),
+                                    );
+                                }
                             }
                         }
                         self.perform(h.output)?
@@ -526,6 +540,9 @@ impl Live {
                     eprintln!("ftvm: primary: won the arbiter; running alone (unprotected)");
                     if let Some(t) = self.timeline.as_mut() {
                         t.took_over_ms = Some(ms_since(self.started));
+                    }
+                    if let Some(ft) = &self.metrics.ft {
+                        ft.failover();
                     }
                     self.report.solo_since_s = Some(self.started.elapsed().as_secs_f64());
                     self.last_publish = 0;
@@ -766,6 +783,9 @@ impl Live {
         self.report.joins += 1;
         self.report.last_join_s = Some(d.started.elapsed().as_secs_f64());
         self.report.last_join_pause_ms = Some(paused.as_secs_f64() * 1e3);
+        if let Some(ft) = &self.metrics.ft {
+            ft.joined(d.started.elapsed().as_secs_f64(), paused.as_secs_f64());
+        }
         let digest_interval = self.settings.digest_interval;
         self.pair = Some(Pairing {
             core,
@@ -871,6 +891,14 @@ impl Live {
         r.hold = self.holds.report();
         if self.timeline.is_some() {
             r.failover = self.timeline.clone();
+        }
+        self.metrics.guest.icount(r.icount);
+        if let Some(ft) = &self.metrics.ft {
+            let missed = self
+                .pair
+                .as_ref()
+                .map_or(0, |p| p.core.status().heartbeats_missed);
+            ft.status(&super::status::sample(r, true, missed));
         }
         self.board.publish(self.report.clone());
     }
@@ -1002,6 +1030,7 @@ impl Live {
                 end = tf.limit(at, end);
             }
             let stop = self.machine.run_until_output(end);
+            self.metrics.exit(&self.machine, stop, true);
             self.test_fault_if_due();
             if stop != Stop::Limit || self.machine.icount() >= limit || self.machine.has_outputs() {
                 return Ok(Ok(stop));
@@ -1266,6 +1295,10 @@ pub fn primary(mut args: PrimaryArgs) -> Result<u8> {
         let a = board.serve(addr, &mut reactor)?;
         eprintln!("ftvm: primary: status on {a}");
     }
+    let (metrics, bound) = VmMetrics::start(Some(&args.ft.vm), Some("primary"), args.ft.metrics)?;
+    if let Some(a) = bound {
+        eprintln!("ftvm: primary: metrics on http://{a}/metrics");
+    }
     install_signal_handlers();
     let tx = reactor.sender();
     let link = Link::new(tx, reactor.registry(), "primary")?;
@@ -1295,6 +1328,7 @@ pub fn primary(mut args: PrimaryArgs) -> Result<u8> {
         started: clock.start(),
         reactor,
         timeline: None,
+        metrics,
     })?;
     live.test_fault = args.test_fault.clone();
     live.pair = Some(Pairing {

@@ -223,3 +223,30 @@ pub fn fetch(addr: SocketAddr) -> Result<Report> {
     serde_json::from_str(body.trim())
         .with_context(|| format!("{addr} did not answer with an ftvm status report"))
 }
+
+/// The numbers of a report that the FT metrics mirror
+/// ([`ftvm_metrics::FtMetrics::status`]).
+pub fn sample(r: &Report, is_primary: bool, heartbeats_missed: u64) -> ftvm_metrics::StatusSample {
+    ftvm_metrics::StatusSample {
+        is_primary,
+        phase: ftvm_metrics::vm::PHASES
+            .iter()
+            .find(|p| **p == r.phase)
+            .copied()
+            .unwrap_or("waiting"),
+        generation: r.generation,
+        connected: r.connected,
+        lag_instructions: r.lag_instructions,
+        lag_seconds: r.lag_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
+        held_outputs: r.held_outputs,
+        released_outputs: r.released_outputs,
+        throttled_ms: r.throttled_ms,
+        log_bytes_sent: r.log_bytes_sent,
+        log_bytes_received: r.log_bytes_received,
+        log_entries: r.log_seq,
+        acked_entries: r.acked_seq,
+        heartbeats_missed,
+        arbiter_requests: u64::from(r.arbiter_attempts),
+        digests_passed: r.digests_checked,
+    }
+}

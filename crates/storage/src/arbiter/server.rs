@@ -11,11 +11,19 @@
 //! the handshake and is closed, and every request is checked against the
 //! client's identity (`authz`) before it touches the store; a refusal is
 //! one log line and an `E_DENIED` error frame, and nothing is written.
+//! With metrics configured, each connection is counted open while it is
+//! served, each refusal logged (a failed TLS handshake, a plain client of a
+//! TLS arbiter, a request the identity may not make, a frame with a bad
+//! magic) is counted, and each decoded request is counted by kind and by
+//! what it was answered (won, lost, ok, or an error frame, denials
+//! included).
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ftvm_metrics::storage::{ArbiterRequest, ArbiterResult, Channel};
+use ftvm_metrics::StorageMetrics;
 use tracing::{debug, error, info, warn};
 
 use super::store::Store;
@@ -32,6 +40,33 @@ pub(crate) struct ArbiterShared {
     pub tls: Option<ftvm_tls::ServerTls>,
     /// Limit for the TLS handshake.
     pub handshake_timeout: Duration,
+    /// Where to count connections, refusals and requests.
+    pub metrics: Option<StorageMetrics>,
+}
+
+impl ArbiterShared {
+    fn refused(&self) {
+        if let Some(m) = &self.metrics {
+            m.refused(Channel::Arbiter);
+        }
+    }
+}
+
+/// The metrics' names for a request and its answer.
+fn metric_labels(request: &Request, reply: &Reply) -> (ArbiterRequest, ArbiterResult) {
+    let kind = match request {
+        Request::TestAndSet { .. } => ArbiterRequest::TestAndSet,
+        Request::Query { .. } => ArbiterRequest::Query,
+        Request::History { .. } => ArbiterRequest::History,
+        Request::Advance { .. } => ArbiterRequest::Advance,
+    };
+    let result = match reply {
+        Reply::Won { .. } => ArbiterResult::Won,
+        Reply::Lost { .. } => ArbiterResult::Lost,
+        Reply::Error { .. } => ArbiterResult::Error,
+        Reply::Status(_) | Reply::History(_) | Reply::Advanced { .. } => ArbiterResult::Ok,
+    };
+    (kind, result)
 }
 
 fn now_unix_ms() -> u64 {
@@ -48,6 +83,10 @@ pub(crate) fn serve_connection(
     shared: Arc<ArbiterShared>,
     shutdown: Shutdown,
 ) {
+    let _open = shared
+        .metrics
+        .as_ref()
+        .map(|m| m.connection(Channel::Arbiter));
     let mut conn = match Conn::new(stream, peer, shutdown, shared.stall_timeout) {
         Ok(c) => c,
         Err(e) => {
@@ -60,6 +99,7 @@ pub(crate) fn serve_connection(
         Some(tls) => {
             if let Some(why) = plain_client(&mut conn, shared.handshake_timeout) {
                 warn!(%peer, "arbiter: refused: {why}");
+                shared.refused();
                 conn.close();
                 return;
             }
@@ -74,6 +114,7 @@ pub(crate) fn serve_connection(
                 }
                 Err(e) => {
                     warn!(%peer, "arbiter: refused: TLS handshake failed: {e}");
+                    shared.refused();
                     conn.close();
                     return;
                 }
@@ -133,7 +174,10 @@ fn one_request(conn: &mut Conn, shared: &ArbiterShared, who: &Peer) -> Result<()
     }
     let (kind, len) = match parse_header(&header, MAX_REQUEST_BODY) {
         Ok(v) => v,
-        Err(e @ FrameError::BadMagic(_)) => return Err(Some(format!("{e} (garbage?)"))),
+        Err(e @ FrameError::BadMagic(_)) => {
+            shared.refused();
+            return Err(Some(format!("{e} (garbage?)")));
+        }
         Err(e) => {
             let code = if matches!(e, FrameError::BadVersion(_)) {
                 E_VERSION
@@ -166,12 +210,17 @@ fn one_request(conn: &mut Conn, shared: &ArbiterShared, who: &Peer) -> Result<()
         Ok(()) => handle(&request, shared, peer),
         Err(why) => {
             warn!(%peer, "arbiter: refused: {why}");
+            shared.refused();
             Reply::Error {
                 code: E_DENIED,
                 message: why,
             }
         }
     };
+    if let Some(m) = &shared.metrics {
+        let (kind, result) = metric_labels(&request, &reply);
+        m.arbiter(kind, result);
+    }
     conn.write_all(&reply.encode())
         .map_err(|e| Some(format!("cannot send reply: {e}")))
 }

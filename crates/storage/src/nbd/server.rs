@@ -15,12 +15,20 @@
 //! and EXPORT_NAME closes the connection; after it, haggling continues
 //! inside TLS and each export is opened (or listed) only for an identity
 //! that `authz` allows. A client refused before TLS gets one log line when
-//! it leaves, naming what it tried.
+//! it leaves, naming what it tried. With metrics configured, each connection
+//! is counted open while it is served, each refusal logged (TLS, identity,
+//! a client that does not speak NBD) is counted, and each transmission
+//! request is counted by export and command when its reply is settled
+//! (after the group commit's fdatasync, so a sync failure counts as the
+//! error the client sees), with its payload bytes when it succeeded;
+//! NBD_CMD_DISC counts as `other`, an oversized READ/WRITE as an error.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ftvm_metrics::storage::{Channel, NbdCommand};
+use ftvm_metrics::StorageMetrics;
 use tracing::{debug, info, warn};
 
 use super::export::{Catalog, Export};
@@ -45,6 +53,8 @@ pub(crate) struct NbdSettings {
     pub stall_timeout: Duration,
     /// TLS (FORCEDTLS mode), or `None` for plain NBD (`--insecure`).
     pub tls: Option<ftvm_tls::ServerTls>,
+    /// Where to count connections, refusals and requests.
+    pub metrics: Option<StorageMetrics>,
 }
 
 /// How a connection ended.
@@ -53,6 +63,9 @@ enum End {
     Clean(String),
     /// The client broke the protocol or vanished; logged as a warning.
     Bad(String),
+    /// The client was refused (no TLS, a failed TLS handshake, an identity
+    /// not allowed, not an NBD client); logged as a warning and counted.
+    Refused(String),
     /// The server is shutting down.
     Shutdown,
 }
@@ -74,6 +87,10 @@ pub(crate) fn serve_connection(
     settings: Arc<NbdSettings>,
     shutdown: Shutdown,
 ) {
+    let _open = settings
+        .metrics
+        .as_ref()
+        .map(|m| m.connection(Channel::Nbd));
     let mut conn = match Conn::new(stream, peer, shutdown, settings.stall_timeout) {
         Ok(c) => c,
         Err(e) => {
@@ -98,6 +115,12 @@ pub(crate) fn serve_connection(
     match end {
         End::Clean(why) => debug!(%peer, "nbd: connection closed: {why}"),
         End::Bad(why) => warn!(%peer, "nbd: closing connection: {why}"),
+        End::Refused(why) => {
+            warn!(%peer, "nbd: closing connection: {why}");
+            if let Some(m) = &settings.metrics {
+                m.refused(Channel::Nbd);
+            }
+        }
         End::Shutdown => debug!(%peer, "nbd: connection closed for server shutdown"),
     }
     conn.close();
@@ -120,16 +143,16 @@ fn transmission_flags(export: &Export) -> u16 {
 
 /// Runs option haggling. `Ok(Some)` enters transmission with that export,
 /// `Ok(None)` is a soft disconnect (NBD_OPT_ABORT). A client that was
-/// refused for want of TLS and then leaves ends as `End::Bad`, so its
-/// refusal is logged once, with what it asked for.
+/// refused for want of TLS and then leaves ends as `End::Refused`, so its
+/// refusal is logged (and counted) once, with what it asked for.
 fn handshake(conn: &mut Conn, s: &NbdSettings) -> Result<Option<Export>, End> {
     let mut refused = None;
     let result = haggle(conn, s, &mut refused);
     match (refused, result) {
-        (Some(first), Ok(None)) => Err(End::Bad(format!(
+        (Some(first), Ok(None)) => Err(End::Refused(format!(
             "refused: client did not start TLS ({first} needs NBD_OPT_STARTTLS first), then ended the handshake"
         ))),
-        (Some(first), Err(End::Clean(why))) => Err(End::Bad(format!(
+        (Some(first), Err(End::Clean(why))) => Err(End::Refused(format!(
             "refused: client did not start TLS ({first} needs NBD_OPT_STARTTLS first); {why}"
         ))),
         (_, other) => other,
@@ -176,7 +199,7 @@ fn before_tls(
                     Ok(BeforeTls::Started(id))
                 }
                 Err(ftvm_tls::TlsError::Stopped) => Err(End::Shutdown),
-                Err(e) => Err(End::Bad(format!("refused: TLS handshake failed: {e}"))),
+                Err(e) => Err(End::Refused(format!("refused: TLS handshake failed: {e}"))),
             };
         }
         OPT_ABORT => {
@@ -185,7 +208,7 @@ fn before_tls(
             return Ok(BeforeTls::Abort);
         }
         OPT_EXPORT_NAME => {
-            return Err(End::Bad(
+            return Err(End::Refused(
                 "refused: NBD_OPT_EXPORT_NAME without TLS (this server requires NBD_OPT_STARTTLS first)"
                     .into(),
             ));
@@ -226,7 +249,7 @@ fn haggle(
         .map_err(in_handshake)?;
     let cflags = u32::from_be_bytes(cflags);
     if cflags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
-        return Err(End::Bad(format!(
+        return Err(End::Refused(format!(
             "unknown client flags 0x{cflags:08x} (not an NBD client?)"
         )));
     }
@@ -238,7 +261,7 @@ fn haggle(
             .map_err(in_handshake)?;
         let magic = be64(&head[0..8]);
         if magic != IHAVEOPT {
-            return Err(End::Bad(format!(
+            return Err(End::Refused(format!(
                 "bad option magic 0x{magic:016x}, expected IHAVEOPT"
             )));
         }
@@ -277,7 +300,7 @@ fn haggle(
                     )));
                 };
                 authz::may_open_export(&who, &name)
-                    .map_err(|why| End::Bad(format!("refused: {why}")))?;
+                    .map_err(|why| End::Refused(format!("refused: {why}")))?;
                 let export = s.catalog.open(&name, &path).map_err(|e| {
                     End::Bad(format!(
                         "cannot open export {name:?} ({}): {e}",
@@ -428,6 +451,9 @@ fn info_or_go(
     };
     if let Err(why) = authz::may_open_export(who, &name) {
         warn!(%peer, "nbd: refused: {why}");
+        if let Some(m) = &s.metrics {
+            m.refused(Channel::Nbd);
+        }
         option_reply(out, option, REP_ERR_POLICY, why.as_bytes());
         return None;
     }
@@ -463,32 +489,90 @@ fn info_or_go(
     Some(export)
 }
 
+/// A held reply as the metrics see it.
+struct Tally {
+    command: NbdCommand,
+    /// Payload bytes moved if it succeeds.
+    bytes: u64,
+    errno: u32,
+    /// Whether it claims durability (EIO if the fdatasync fails).
+    durable: bool,
+}
+
 /// Replies waiting for the next group commit.
 #[derive(Default)]
-struct Batch {
+struct Batch<'m> {
     out: Vec<u8>,
     /// Offsets in `out` of replies that claim durability: turned into EIO if
     /// the fdatasync before sending fails.
     durable: Vec<usize>,
     needs_sync: bool,
     count: usize,
+    /// Where the held replies are counted at commit; `None`: not counted,
+    /// and `tally` stays empty.
+    metrics: Option<&'m StorageMetrics>,
+    tally: Vec<Tally>,
 }
 
-impl Batch {
-    fn reply(&mut self, errno: u32, handle: u64) {
+/// The metrics' name for an NBD command.
+fn metric_command(command: u16) -> NbdCommand {
+    match command {
+        CMD_READ => NbdCommand::Read,
+        CMD_WRITE => NbdCommand::Write,
+        CMD_FLUSH => NbdCommand::Flush,
+        CMD_TRIM => NbdCommand::Trim,
+        CMD_WRITE_ZEROES => NbdCommand::WriteZeroes,
+        _ => NbdCommand::Other,
+    }
+}
+
+impl Batch<'_> {
+    /// Notes a held reply to `command` for the metrics.
+    fn note(&mut self, command: u16, bytes: u64, errno: u32, durable: bool) {
+        if self.metrics.is_some() {
+            self.tally.push(Tally {
+                command: metric_command(command),
+                bytes,
+                errno,
+                durable,
+            });
+        }
+    }
+
+    fn reply(&mut self, command: u16, errno: u32, handle: u64) {
+        self.note(command, 0, errno, false);
         self.out.extend_from_slice(&simple_reply(errno, handle));
         self.count += 1;
     }
 
-    fn durable_reply(&mut self, handle: u64) {
+    /// A successful READ reply whose payload (`bytes`) is already in `out`.
+    fn read_reply(&mut self, bytes: u64) {
+        self.note(CMD_READ, bytes, 0, false);
+        self.count += 1;
+    }
+
+    /// A successful reply that claims durability; `bytes` of payload written.
+    fn durable_reply(&mut self, command: u16, bytes: u64, handle: u64) {
+        self.note(command, bytes, 0, true);
         self.durable.push(self.out.len());
         self.needs_sync = true;
-        self.reply(0, handle);
+        self.out.extend_from_slice(&simple_reply(0, handle));
+        self.count += 1;
+    }
+
+    /// Counts a request that gets no reply (DISC, or one that ends the
+    /// connection).
+    fn unanswered(&self, export: &Export, command: u16, ok: bool) {
+        if let Some(m) = self.metrics {
+            m.nbd(&export.name, metric_command(command), 0, ok);
+        }
     }
 
     fn commit(&mut self, conn: &mut Conn, export: &Export) -> Result<(), End> {
+        let mut synced = true;
         if self.needs_sync {
             if let Err(e) = export.sync() {
+                synced = false;
                 warn!(
                     peer = %conn.peer(),
                     export = %export.name,
@@ -498,6 +582,12 @@ impl Batch {
                 for &at in &self.durable {
                     self.out[at + 4..at + 8].copy_from_slice(&EIO.to_be_bytes());
                 }
+            }
+        }
+        if let Some(m) = self.metrics {
+            for t in self.tally.drain(..) {
+                let ok = t.errno == 0 && (synced || !t.durable);
+                m.nbd(&export.name, t.command, if ok { t.bytes } else { 0 }, ok);
             }
         }
         let result = if self.out.is_empty() {
@@ -528,7 +618,10 @@ fn in_range(export: &Export, offset: u64, len: u64) -> bool {
 }
 
 fn transmission(conn: &mut Conn, export: &Export, s: &NbdSettings) -> End {
-    let mut batch = Batch::default();
+    let mut batch = Batch {
+        metrics: s.metrics.as_ref(),
+        ..Batch::default()
+    };
     let end = transmission_loop(conn, export, s, &mut batch);
     // Whatever was processed gets its answer, even when the peer misbehaved next.
     if batch.count > 0 {
@@ -567,6 +660,7 @@ fn transmission_loop(conn: &mut Conn, export: &Export, s: &NbdSettings, batch: &
         let name = command_name(req.command);
         match req.command {
             CMD_READ | CMD_WRITE if req.length > MAX_PAYLOAD => {
+                batch.unanswered(export, req.command, false);
                 return End::Bad(format!(
                     "{name} of {} bytes exceeds the {MAX_PAYLOAD}-byte limit",
                     req.length
@@ -582,7 +676,7 @@ fn transmission_loop(conn: &mut Conn, export: &Export, s: &NbdSettings, batch: &
                 };
                 if errno != 0 {
                     debug!(%peer, "nbd: READ off={} len={len} flags={:#x}: {}", req.offset, req.flags, errno_name(errno));
-                    batch.reply(errno, req.handle);
+                    batch.reply(CMD_READ, errno, req.handle);
                 } else {
                     let start = batch.out.len();
                     batch.out.extend_from_slice(&simple_reply(0, req.handle));
@@ -590,11 +684,11 @@ fn transmission_loop(conn: &mut Conn, export: &Export, s: &NbdSettings, batch: &
                         .out
                         .resize(start + SIMPLE_REPLY_LEN + req.length as usize, 0);
                     match export.read_at(&mut batch.out[start + SIMPLE_REPLY_LEN..], req.offset) {
-                        Ok(()) => batch.count += 1,
+                        Ok(()) => batch.read_reply(len),
                         Err(e) => {
                             warn!(%peer, export = %export.name, "nbd: READ off={} len={len}: {e}", req.offset);
                             batch.out.truncate(start);
-                            batch.reply(EIO, req.handle);
+                            batch.reply(CMD_READ, EIO, req.handle);
                         }
                     }
                 }
@@ -623,20 +717,21 @@ fn transmission_loop(conn: &mut Conn, export: &Export, s: &NbdSettings, batch: &
                     }
                 };
                 if errno == 0 {
-                    batch.durable_reply(req.handle);
+                    batch.durable_reply(CMD_WRITE, len, req.handle);
                 } else {
                     debug!(%peer, "nbd: WRITE off={} len={len}: {}", req.offset, errno_name(errno));
-                    batch.reply(errno, req.handle);
+                    batch.reply(CMD_WRITE, errno, req.handle);
                 }
             }
             CMD_DISC => {
+                batch.unanswered(export, CMD_DISC, true);
                 return End::Clean("client disconnected (NBD_CMD_DISC)".into());
             }
             CMD_FLUSH => {
                 if req.flags & !CMD_FLAG_FUA != 0 || req.offset != 0 || req.length != 0 {
-                    batch.reply(EINVAL, req.handle);
+                    batch.reply(CMD_FLUSH, EINVAL, req.handle);
                 } else {
-                    batch.durable_reply(req.handle);
+                    batch.durable_reply(CMD_FLUSH, 0, req.handle);
                 }
             }
             CMD_TRIM | CMD_WRITE_ZEROES => {
@@ -675,14 +770,14 @@ fn transmission_loop(conn: &mut Conn, export: &Export, s: &NbdSettings, batch: &
                 // like WRITE; TRIM only when the client asks with FUA.
                 let durable = req.command == CMD_WRITE_ZEROES || req.flags & CMD_FLAG_FUA != 0;
                 if errno == 0 && durable {
-                    batch.durable_reply(req.handle);
+                    batch.durable_reply(req.command, 0, req.handle);
                 } else {
-                    batch.reply(errno, req.handle);
+                    batch.reply(req.command, errno, req.handle);
                 }
             }
             other => {
                 debug!(%peer, "nbd: unsupported command {other} ({})", command_name(other));
-                batch.reply(EINVAL, req.handle);
+                batch.reply(other, EINVAL, req.handle);
             }
         }
         if batch.count >= MAX_BATCH || batch.out.len() >= MAX_BATCH_BYTES {
