@@ -4,7 +4,10 @@
 # fault-tolerant redis (storage, primary and backup in network namespaces on
 # this machine): it says how to reach the guest and how to kill the primary.
 # Without a terminal on stdin the demo runs itself (client load, SIGKILL of
-# the primary, checks) and exits. Needs root (namespaces, TAP devices).
+# the primary, checks) and exits. Run as root (sudo) it builds the lab in
+# the machine's namespaces; run as a user it builds it inside a user
+# namespace of that user's (scripts/rootless.sh), no root needed beyond
+# installing missing packages (asked with sudo).
 #
 #   ./run.sh              the FT demo (extra arguments go to `ftvm demo`)
 #   ./run.sh --console    just boot the guest on this terminal (`ftvm run`;
@@ -22,8 +25,7 @@ if [ "${1:-}" = "--console" ]; then
     exec target/release/ftvm run "$@"
 fi
 if [ "$(id -u)" -ne 0 ]; then
-    echo "[ftvm] the FT demo needs root (network namespaces, TAP devices): sudo $0 $*" >&2
-    echo "[ftvm] (./run.sh --console boots the guest without root)" >&2
-    exit 1
+    echo "[ftvm] not root: running the demo in a user namespace of your own (scripts/rootless.sh)" >&2
+    exec scripts/rootless.sh target/release/ftvm demo "$@"
 fi
 exec target/release/ftvm demo "$@"

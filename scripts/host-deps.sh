@@ -20,12 +20,22 @@ if ! command -v cargo >/dev/null; then
     echo "error: cargo not found; ftvm needs a Rust toolchain (rustup) on PATH" >&2
     exit 1
 fi
+# Installing needs root: a user who is not root gets sudo, asked once.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null; then
+        sudo "$@"
+    else
+        echo "error: missing Debian packages (${need[*]}); install them as root: apt-get install ${need[*]}" >&2
+        exit 1
+    fi
+}
 if ((${#need[@]})); then
     echo "[deps] installing ${need[*]}" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/dev/null
-    apt-get install -y -qq "${need[@]}" >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
     if [[ " ${need[*]} " == *" etcd-server "* ]] && [ -d /run/systemd/system ]; then
-        systemctl disable --now etcd >/dev/null 2>&1 || true
+        as_root systemctl disable --now etcd >/dev/null 2>&1 || true
     fi
 fi

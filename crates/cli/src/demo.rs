@@ -269,7 +269,7 @@ fn tail(path: &Path, n: usize) -> String {
 pub fn demo(args: DemoArgs) -> Result<u8> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("ftvm demo needs root: it creates network namespaces and TAP devices (try sudo)");
+        bail!("ftvm demo needs root: it creates network namespaces and TAP devices (try sudo, or scripts/rootless.sh to run it in a user namespace of your own)");
     }
     if !args.prefix.chars().all(|c| c.is_ascii_alphanumeric()) || args.prefix.len() > 12 {
         bail!("--prefix must be 1 to 12 letters or digits");
@@ -438,13 +438,23 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
     println!("  Status of each side, and the arbiter's record:");
     println!("      ip netns exec {p}-h1 {exe_s} status {STATUS}");
     println!("      ip netns exec {p}-h2 {exe_s} status {STATUS}");
-    println!("  Prometheus metrics of each side (docs/operations.md lists them):");
-    println!("      ip netns exec {p}-h1 curl -s http://{METRICS}/metrics");
     println!(
         "      ip netns exec {p}-h1 {exe_s} {}",
         arbiter_args("history").join(" ")
     );
+    println!("  Prometheus metrics of each side (docs/operations.md lists them):");
+    println!("      ip netns exec {p}-h1 curl -s http://{METRICS}/metrics");
     println!();
+    if std::env::var_os("FTVM_ROOTLESS").is_some() {
+        // scripts/rootless.sh: the namespaces live in a user namespace
+        // of this user's; another terminal enters it first.
+        println!("  Rootless: the lab lives in this demo's user namespace; from another terminal");
+        println!(
+            "  enter it first: nsenter --preserve-credentials -U -m -n -t {}",
+            std::process::id()
+        );
+        println!();
+    }
     println!("  Consoles and logs: {}", dir.display());
     if auto {
         println!();
