@@ -9,11 +9,12 @@
 # arbiter's cluster tests (which start their own members on private ports;
 # a distribution etcd service this installs is stopped and disabled again).
 # g++ builds libFuzzer for the fuzz targets (scripts/fuzz.sh); curl reads
-# the Prometheus endpoints the demo prints.
+# the Prometheus endpoints the demo prints; chromium and chromium-driver
+# run the dashboard's browser test.
 # The guest recipe installs its own cross toolchain.
 set -euo pipefail
 need=()
-for p in cmake g++ curl gcc-riscv64-linux-gnu device-tree-compiler iproute2 redis-tools redis-server qemu-utils nbd-client libnbd-bin protobuf-compiler etcd-server etcd-client; do
+for p in cmake g++ curl chromium chromium-driver gcc-riscv64-linux-gnu device-tree-compiler iproute2 redis-tools redis-server qemu-utils nbd-client libnbd-bin protobuf-compiler etcd-server etcd-client; do
     dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if ! command -v cargo >/dev/null; then

@@ -157,6 +157,10 @@ pub struct DemoArgs {
     /// makes its own certificates in DIR/certs).
     #[arg(long)]
     pub insecure: bool,
+    /// Serve the live dashboard (`ftvm dashboard`) of the pair here, in
+    /// this namespace; "off" for none.
+    #[arg(long, value_name = "HOST:PORT|off", default_value = "127.0.0.1:8080")]
+    pub dashboard: String,
 }
 
 /// The lab and every process the demo started; all gone on drop.
@@ -256,6 +260,35 @@ impl Drop for Lab {
                 "ftvm demo: could not remove the network lab; run `scripts/netns.sh down {} --kill`",
                 self.prefix
             ),
+        }
+    }
+}
+
+/// Starts the dashboard of the pair in this process (its pollers enter the
+/// hosts' namespaces); returns its URL. A dashboard that cannot start is
+/// a warning, not the end of the demo.
+fn start_dashboard(args: &DemoArgs) -> Option<String> {
+    if args.dashboard == "off" {
+        return None;
+    }
+    let p = &args.prefix;
+    let start = || -> Result<String> {
+        let listen = args
+            .dashboard
+            .parse()
+            .with_context(|| format!("--dashboard {:?} is not HOST:PORT", args.dashboard))?;
+        let targets = ["h1", "h2"]
+            .iter()
+            .map(|h| format!("{h}=netns:{p}-{h}/{STATUS}").parse())
+            .collect::<Result<Vec<ftvm_dashboard::Target>, _>>()?;
+        let d = ftvm_dashboard::start(listen, vec![targets])?;
+        Ok(format!("http://{}/", d.addr))
+    };
+    match start() {
+        Ok(url) => Some(url),
+        Err(e) => {
+            eprintln!("ftvm demo: no dashboard: {e:#}");
+            None
         }
     }
 }
@@ -390,6 +423,7 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
         "h1.log",
     )?;
     eprintln!("ftvm demo: primary (pid {primary_pid}) on {}-h1, backup (pid {backup_pid}) on {}-h2; booting the guest...", args.prefix, args.prefix);
+    let dashboard = start_dashboard(&args);
 
     let t = Instant::now();
     loop {
@@ -445,6 +479,11 @@ pub fn demo(args: DemoArgs) -> Result<u8> {
     println!("  Prometheus metrics of each side (docs/operations.md lists them):");
     println!("      ip netns exec {p}-h1 curl -s http://{METRICS}/metrics");
     println!();
+    if let Some(url) = &dashboard {
+        println!("  The live dashboard (roles, lag, log bandwidth, hold time, failovers):");
+        println!("      {url}");
+        println!();
+    }
     if std::env::var_os("FTVM_ROOTLESS").is_some() {
         // scripts/rootless.sh: the namespaces live in a user namespace
         // of this user's; another terminal enters it first.

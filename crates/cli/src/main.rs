@@ -3,6 +3,7 @@
 
 mod arbiter_cmd;
 mod certs_cmd;
+mod dashboard_cmd;
 mod demo;
 mod replay;
 mod run;
@@ -62,6 +63,9 @@ enum Command {
     Arbiter(arbiter_cmd::ArbiterArgs),
     /// Make the CA, certificates and keys for TLS (`ftvm certs init DIR`).
     Certs(certs_cmd::CertsArgs),
+    /// A live web page of FT pairs: roles, generation, lag, log bandwidth,
+    /// hold time, MIPS, failovers and joins (polls their --status).
+    Dashboard(dashboard_cmd::DashboardArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Storage(args) => storage_cmd::storage(args),
         Command::Arbiter(args) => arbiter_cmd::arbiter(args),
         Command::Certs(args) => certs_cmd::certs(args),
+        Command::Dashboard(args) => dashboard_cmd::dashboard(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
