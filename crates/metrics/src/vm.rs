@@ -287,7 +287,8 @@ pub struct FtMetrics {
     lag_seconds: Gauge<f64, AtomicU64>,
     lag_instructions: Gauge,
     throttled_seconds: Counter<f64, AtomicU64>,
-    throttled_ms_seen: Counter,
+    /// The last sample mirrored (see [`FtMetrics::status`]).
+    last: std::sync::Arc<std::sync::Mutex<Option<StatusSample>>>,
     held_outputs: Gauge,
     released_outputs: Counter,
     hold_seconds: Histogram,
@@ -319,7 +320,7 @@ impl FtMetrics {
             lag_seconds: Gauge::default(),
             lag_instructions: Gauge::default(),
             throttled_seconds: Counter::default(),
-            throttled_ms_seen: Counter::default(),
+            last: Default::default(),
             held_outputs: Gauge::default(),
             released_outputs: Counter::default(),
             hold_seconds: latency_buckets(),
@@ -477,20 +478,39 @@ impl FtMetrics {
         self.lag_instructions.set(s.lag_instructions as i64);
         self.lag_seconds.set(s.lag_seconds);
         self.held_outputs.set(s.held_outputs as i64);
-        crate::advance(&self.released_outputs, s.released_outputs);
-        let ms = self.throttled_ms_seen.get();
-        if s.throttled_ms > ms {
-            self.throttled_seconds
-                .inc_by((s.throttled_ms - ms) as f64 / 1000.0);
-            self.throttled_ms_seen.inc_by(s.throttled_ms - ms);
-        }
+        // The totals come from a protocol core, and a join (or going
+        // live) starts a new core from zero: count what was added since
+        // the last sample, a total that went down being a new core's.
+        let Ok(mut slot) = self.last.lock() else {
+            return;
+        };
+        let last = slot.clone().unwrap_or(StatusSample {
+            is_primary: s.is_primary,
+            ..StatusSample::default()
+        });
+        let grow = |c: &Counter, was: u64, now: u64| {
+            c.inc_by(if now >= was { now - was } else { now });
+        };
+        grow(
+            &self.released_outputs,
+            last.released_outputs,
+            s.released_outputs,
+        );
+        let throttled_ms = if s.throttled_ms >= last.throttled_ms {
+            s.throttled_ms - last.throttled_ms
+        } else {
+            s.throttled_ms
+        };
+        self.throttled_seconds.inc_by(throttled_ms as f64 / 1000.0);
         let dir = |direction| DirectionLabel { direction };
-        crate::advance(
+        grow(
             &self.log_bytes.get_or_create(&dir(Direction::Tx)),
+            last.log_bytes_sent,
             s.log_bytes_sent,
         );
-        crate::advance(
+        grow(
             &self.log_bytes.get_or_create(&dir(Direction::Rx)),
+            last.log_bytes_received,
             s.log_bytes_received,
         );
         let entries = if s.is_primary {
@@ -498,19 +518,36 @@ impl FtMetrics {
         } else {
             Direction::Rx
         };
-        crate::advance(
+        let was = if s.is_primary == last.is_primary {
+            last.log_entries
+        } else {
+            // Went live: the entries it received are not ones it sent.
+            s.log_entries
+        };
+        grow(
             &self.log_entries.get_or_create(&dir(entries)),
+            was,
             s.log_entries,
         );
-        crate::advance(&self.acked_entries, s.acked_entries);
-        crate::advance(&self.heartbeats_missed, s.heartbeats_missed);
-        crate::advance(&self.arbiter_requests, s.arbiter_requests);
-        crate::advance(
+        grow(&self.acked_entries, last.acked_entries, s.acked_entries);
+        grow(
+            &self.heartbeats_missed,
+            last.heartbeats_missed,
+            s.heartbeats_missed,
+        );
+        grow(
+            &self.arbiter_requests,
+            last.arbiter_requests,
+            s.arbiter_requests,
+        );
+        grow(
             &self.digest_checks.get_or_create(&ResultLabel {
                 result: CheckResult::Passed,
             }),
+            last.digests_passed,
             s.digests_passed,
         );
+        *slot = Some(s.clone());
     }
 
     /// One output released while paired: its whole hold and the
@@ -584,7 +621,7 @@ mod tests {
         g.exit(ExitCause::Idle);
         d.disk("vda").served(DiskOp::Read, 4096, 0.001, true);
         d.net("eth0").frame(Direction::Tx, 60);
-        f.status(&StatusSample {
+        let first = StatusSample {
             is_primary: true,
             phase: "paired",
             generation: 3,
@@ -595,7 +632,17 @@ mod tests {
             log_entries: 7,
             throttled_ms: 1500,
             ..Default::default()
-        });
+        };
+        f.status(&first);
+        // A new core (after a join) starts its totals from zero again.
+        let next = |bytes| StatusSample {
+            log_bytes_sent: bytes,
+            log_entries: 3,
+            throttled_ms: 500,
+            ..first.clone()
+        };
+        f.status(&next(40));
+        f.status(&next(60));
         f.released(0.0003, 0.0002);
         f.failover();
         let t = text(&r);
@@ -609,9 +656,9 @@ mod tests {
             "ftvm_ft_generation{vm=\"vm0\"} 3",
             "ftvm_ft_lag_instructions{vm=\"vm0\"} 500",
             "ftvm_ft_lag_seconds{vm=\"vm0\"} 0.002",
-            "ftvm_ft_throttled_seconds_total{vm=\"vm0\"} 1.5",
-            "ftvm_ft_log_bytes_total{vm=\"vm0\",direction=\"tx\"} 100",
-            "ftvm_ft_log_entries_total{vm=\"vm0\",direction=\"tx\"} 7",
+            "ftvm_ft_throttled_seconds_total{vm=\"vm0\"} 2",
+            "ftvm_ft_log_bytes_total{vm=\"vm0\",direction=\"tx\"} 160",
+            "ftvm_ft_log_entries_total{vm=\"vm0\",direction=\"tx\"} 10",
             "ftvm_ft_output_hold_seconds_count{vm=\"vm0\"} 1",
             "ftvm_ft_failovers_total{vm=\"vm0\"} 1",
             "ftvm_ft_process_info{vm=\"vm0\",started_as=\"primary\"} 1",
