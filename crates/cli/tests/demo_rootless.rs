@@ -19,8 +19,8 @@ use std::time::Instant;
 
 mod common;
 
-use common::guest_dir;
 use common::lab::*;
+use common::{guest_dir, loadgen};
 
 const NOBODY: &str = "65534";
 
@@ -49,21 +49,6 @@ impl Drop for TunMode {
         if let Some(old) = self.0 {
             let _ = fs::set_permissions("/dev/net/tun", fs::Permissions::from_mode(old));
         }
-    }
-}
-
-fn loadgen_next_to_ftvm() {
-    let exe = Path::new(env!("CARGO_BIN_EXE_ftvm"))
-        .parent()
-        .expect("target dir")
-        .join("ftvm-loadgen");
-    if !exe.exists() {
-        let mut c = Command::new(env!("CARGO"));
-        c.args(["build", "-p", "ftvm-loadgen"]);
-        if exe.parent().is_some_and(|d| d.ends_with("release")) {
-            c.arg("--release");
-        }
-        assert!(c.status().expect("build ftvm-loadgen").success());
     }
 }
 
@@ -96,7 +81,7 @@ fn the_demo_runs_as_a_user_without_root() {
         return;
     }
     let _vm = vm_lock();
-    loadgen_next_to_ftvm();
+    loadgen();
     // The user's world: a home, and a copy of the guest image it can read
     // (root's cache is not).
     let dir = Scratch::new("rootless");

@@ -61,8 +61,8 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::guest_dir;
 use common::lab::*;
+use common::{guest_dir, loadgen};
 
 const NBD: &str = "10.79.0.1:10809";
 const ARBITER: &str = "10.79.0.1:10810";
@@ -71,21 +71,6 @@ const STATUS: &str = "127.0.0.1:7100";
 /// Every process's `--metrics`, on the loopback of its own namespace.
 const METRICS: &str = "127.0.0.1:9464";
 const REDIS: &str = "10.77.0.2:6379";
-
-fn loadgen() -> PathBuf {
-    let exe = Path::new(env!("CARGO_BIN_EXE_ftvm"))
-        .parent()
-        .expect("target dir")
-        .join("ftvm-loadgen");
-    if !exe.exists() {
-        let st = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "ftvm-loadgen"])
-            .status()
-            .expect("build ftvm-loadgen");
-        assert!(st.success(), "cannot build ftvm-loadgen");
-    }
-    exe
-}
 
 /// How the disk is served.
 #[derive(Clone, Copy, PartialEq)]
@@ -670,39 +655,31 @@ impl Metrics {
         }))
     }
 
-    /// The value of the sample `name` whose labels include `labels`.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        self.0.lines().find_map(|l| {
+    /// The values of the samples `name` whose labels include `labels`.
+    fn values<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&str, &str)],
+    ) -> impl Iterator<Item = f64> + 'a {
+        self.0.lines().filter_map(move |l| {
             let (series, value) = l.rsplit_once(' ')?;
             let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-            if n != name {
-                return None;
-            }
-            let ok = labels
-                .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            if ok {
-                value.parse().ok()
-            } else {
-                None
-            }
+            let ok = n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            ok.then(|| value.parse::<f64>().ok()).flatten()
         })
+    }
+
+    /// The value of the first sample `name` whose labels include `labels`.
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.values(name, labels).next()
     }
 
     /// The sum over the samples of `name` whose labels include `labels`.
     fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.0
-            .lines()
-            .filter_map(|l| {
-                let (series, value) = l.rsplit_once(' ')?;
-                let (n, rest) = series.split_once('{').unwrap_or((series, "}"));
-                let ok = n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-                ok.then(|| value.parse::<f64>().ok()).flatten()
-            })
-            .sum()
+        self.values(name, labels).sum()
     }
 }
 

@@ -96,15 +96,10 @@ impl Sample {
                 .failover
                 .as_ref()
                 .filter(|t| t.took_over_ms.is_some())
-                .map(describe),
+                .map(Timeline::describe),
             last_join: r.last_join_s.zip(r.last_join_pause_ms),
         }
     }
-}
-
-/// The survivor's breakdown of a failover, relative to the last frame heard.
-fn describe(t: &Timeline) -> String {
-    t.describe()
 }
 
 /// One entry of the timeline.

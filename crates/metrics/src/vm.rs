@@ -38,8 +38,7 @@ struct CauseLabel {
 #[derive(Clone, Debug, Default)]
 pub struct GuestMetrics {
     instructions: Counter,
-    exits: Family<CauseLabel, Counter>,
-    /// The family's counters, by `ExitCause as usize`.
+    /// The counters of the `ftvm_guest_exits` family, by `ExitCause as usize`.
     by_cause: Vec<Counter>,
 }
 
@@ -51,10 +50,11 @@ impl GuestMetrics {
             "Guest instructions retired (machine steps; on a following backup, replayed)",
             m.instructions.clone(),
         );
+        let exits = Family::<CauseLabel, Counter>::default();
         r.register(
             "ftvm_guest_exits",
             "Returns of the machine to the host loop, by cause",
-            m.exits.clone(),
+            exits.clone(),
         );
         for cause in [
             ExitCause::Quantum,
@@ -63,7 +63,7 @@ impl GuestMetrics {
             ExitCause::Finished,
         ] {
             m.by_cause
-                .push(m.exits.get_or_create_owned(&CauseLabel { cause }));
+                .push(exits.get_or_create_owned(&CauseLabel { cause }));
         }
         m
     }
@@ -488,20 +488,17 @@ impl FtMetrics {
             is_primary: s.is_primary,
             ..StatusSample::default()
         });
+        let added = |was: u64, now: u64| if now >= was { now - was } else { now };
         let grow = |c: &Counter, was: u64, now: u64| {
-            c.inc_by(if now >= was { now - was } else { now });
+            c.inc_by(added(was, now));
         };
         grow(
             &self.released_outputs,
             last.released_outputs,
             s.released_outputs,
         );
-        let throttled_ms = if s.throttled_ms >= last.throttled_ms {
-            s.throttled_ms - last.throttled_ms
-        } else {
-            s.throttled_ms
-        };
-        self.throttled_seconds.inc_by(throttled_ms as f64 / 1000.0);
+        self.throttled_seconds
+            .inc_by(added(last.throttled_ms, s.throttled_ms) as f64 / 1000.0);
         let dir = |direction| DirectionLabel { direction };
         grow(
             &self.log_bytes.get_or_create(&dir(Direction::Tx)),

@@ -46,16 +46,6 @@ impl VmMetrics {
         Ok((m, bound))
     }
 
-    /// Handles that count nothing anyone reads (no endpoint).
-    pub fn unserved(ft_role: Option<&str>) -> VmMetrics {
-        let mut r = Registry::default();
-        VmMetrics {
-            guest: GuestMetrics::register(&mut r),
-            devices: DeviceMetrics::register(&mut r),
-            ft: ft_role.map(|role| FtMetrics::register(&mut r, role)),
-        }
-    }
-
     /// One return of `machine` from a run that stopped with `stop`;
     /// `for_outputs`: the run stops after a device access that produced
     /// outputs (`Machine::run_until_output`).

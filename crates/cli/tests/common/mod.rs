@@ -6,7 +6,7 @@
 pub mod lab;
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
@@ -52,6 +52,23 @@ pub fn guest_image_args() -> Vec<String> {
         "--initrd".into(),
         d.join("initrd.cpio.gz").display().to_string(),
     ]
+}
+
+/// `ftvm-loadgen` beside the `ftvm` under test (built if missing): the
+/// redis client of the failover tests, and what `ftvm demo --auto` runs.
+pub fn loadgen() -> PathBuf {
+    let exe = Path::new(env!("CARGO_BIN_EXE_ftvm"))
+        .parent()
+        .expect("target dir")
+        .join("ftvm-loadgen");
+    if !exe.exists() {
+        let st = Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "ftvm-loadgen"])
+            .status()
+            .expect("build ftvm-loadgen");
+        assert!(st.success(), "cannot build ftvm-loadgen");
+    }
+    exe
 }
 
 pub fn ftvm() -> Command {

@@ -607,12 +607,13 @@ impl BackupDriver {
         r.log_bytes_sent = s.bytes_sent;
         r.log_bytes_received = s.bytes_received;
         r.arbiter_attempts = s.arbiter_attempts;
+        r.heartbeats_missed = s.heartbeats_missed;
         if self.timeline.is_some() {
             r.failover = self.timeline.clone();
         }
         self.metrics.guest.icount(r.icount);
         if let Some(ft) = &self.metrics.ft {
-            ft.status(&super::status::sample(r, false, s.heartbeats_missed));
+            ft.status(&super::status::sample(r, false));
         }
         self.board.publish(self.report.clone());
     }

@@ -492,13 +492,10 @@ impl Live {
                     Some(h) if h.id == id => {
                         if p.core.phase() == Phase::Paired {
                             if let Some(sent) = h.sent {
-                                let now = Instant::now();
-                                self.holds.add(h.produced, sent, p.ack_read, now);
+                                let [hold_us, _, round_trip_us, _] =
+                                    self.holds.add(h.produced, sent, p.ack_read, Instant::now());
                                 if let Some(ft) = &self.metrics.ft {
-                                    ft.released(
-                                        now.saturating_duration_since(h.produced).as_secs_f64(),
-                                        p.ack_read.saturating_duration_since(sent).as_secs_f64(),
-                                    );
+                                    ft.released(hold_us / 1e6, round_trip_us / 1e6);
                                 }
                             }
                         }
@@ -883,6 +880,7 @@ impl Live {
             r.log_bytes_received = s.bytes_received;
             r.throttled_ms = s.throttled_ms;
             r.arbiter_attempts = s.arbiter_attempts;
+            r.heartbeats_missed = s.heartbeats_missed;
         } else {
             r.phase = "live".into();
             r.connected = false;
@@ -894,11 +892,7 @@ impl Live {
         }
         self.metrics.guest.icount(r.icount);
         if let Some(ft) = &self.metrics.ft {
-            let missed = self
-                .pair
-                .as_ref()
-                .map_or(0, |p| p.core.status().heartbeats_missed);
-            ft.status(&super::status::sample(r, true, missed));
+            ft.status(&super::status::sample(r, true));
         }
         self.board.publish(self.report.clone());
     }

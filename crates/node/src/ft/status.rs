@@ -49,6 +49,10 @@ pub struct Report {
     pub log_mbit_s: f64,
     pub throttled_ms: u64,
     pub arbiter_attempts: u32,
+    /// Heartbeat intervals beyond the first that passed without a word
+    /// from the peer (the failure detector's count).
+    #[serde(default)]
+    pub heartbeats_missed: u64,
     /// Set once this process went live (backup) or alone (primary), and
     /// cleared when a new backup joins.
     pub solo_since_s: Option<f64>,
@@ -98,8 +102,15 @@ pub struct HoldStats {
 
 impl HoldStats {
     /// One released output: when it was produced, its marker written, the
-    /// acknowledgement read, and now (released).
-    pub fn add(&mut self, produced: Instant, sent: Instant, acked: Instant, released: Instant) {
+    /// acknowledgement read, and now (released). Returns its hops in
+    /// microseconds: hold, to_send, round_trip, to_release.
+    pub fn add(
+        &mut self,
+        produced: Instant,
+        sent: Instant,
+        acked: Instant,
+        released: Instant,
+    ) -> [f64; 4] {
         let us = |a: Instant, b: Instant| b.saturating_duration_since(a).as_secs_f64() * 1e6;
         let s = [
             us(produced, released),
@@ -113,6 +124,7 @@ impl HoldStats {
             self.samples[self.next] = s;
         }
         self.next = (self.next + 1) % HOLD_WINDOW;
+        s
     }
 
     pub fn report(&self) -> Option<HoldReport> {
@@ -226,7 +238,7 @@ pub fn fetch(addr: SocketAddr) -> Result<Report> {
 
 /// The numbers of a report that the FT metrics mirror
 /// ([`ftvm_metrics::FtMetrics::status`]).
-pub fn sample(r: &Report, is_primary: bool, heartbeats_missed: u64) -> ftvm_metrics::StatusSample {
+pub fn sample(r: &Report, is_primary: bool) -> ftvm_metrics::StatusSample {
     ftvm_metrics::StatusSample {
         is_primary,
         phase: ftvm_metrics::vm::PHASES
@@ -245,7 +257,7 @@ pub fn sample(r: &Report, is_primary: bool, heartbeats_missed: u64) -> ftvm_metr
         log_bytes_received: r.log_bytes_received,
         log_entries: r.log_seq,
         acked_entries: r.acked_seq,
-        heartbeats_missed,
+        heartbeats_missed: r.heartbeats_missed,
         arbiter_requests: u64::from(r.arbiter_attempts),
         digests_passed: r.digests_checked,
     }
